@@ -1,0 +1,442 @@
+"""Decode a relay request body and turn it into a record.
+
+`decode_body` turns bytes into a JSON object and rejects the JSON hazards
+(NaN, duplicate keys, deep nesting, NUL bytes, lone surrogates, ...).
+`build_record` validates the callback and extracts the record's fields. Both
+raise `PayloadError`, which names the offending field; the view turns it into
+a 400.
+"""
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+
+from oot_ingest.failed_tests import cap_failed_tests
+from oot_ingest.urls import UrlError, check_http_url
+from oot_ingest.vocabulary import (
+    EVENT_PUSH,
+    SCHEMA_VERSIONS,
+    STATUS_COMPLETED,
+    STATUSES,
+    dynamo_key,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_NESTING = 64
+# ClickHouse stores counts as UInt64; DynamoDB numbers allow 38 digits.
+MAX_COUNT = 2**63 - 1
+MAX_KEY_PART_CHARS = 256
+MAX_NAME_CHARS = 256
+MAX_CONCLUSION_CHARS = 64
+MAX_ENVIRONMENT_BYTES = 8 * 1024
+REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$")
+SHA_PATTERN = re.compile(r"^[0-9a-fA-F]{7,64}$")
+CIFLOW_TAG_PATTERN = re.compile(r"^refs/tags/ciflow/trunk/(\d{1,12})$")
+
+_logged_schema_versions: set[tuple[str, str]] = set()
+
+
+class PayloadError(ValueError):
+    """A request body that cannot be accepted; `field` names where."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+
+
+@dataclass
+class Callback:
+    """A validated callback: the record's fields and what the API needs besides."""
+
+    record: dict[str, Any]
+    repo: str
+    delivery_id: str
+    status: str
+    callback_token: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.record["dynamoKey"]
+
+
+def _reject_constant(name: str) -> None:
+    raise PayloadError("", f"{name} is not valid JSON: numbers must be finite")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise PayloadError(key, "duplicate key in a JSON object")
+        result[key] = value
+    return result
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(
+            text,
+            parse_float=Decimal,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_object_without_duplicates,
+        )
+    except RecursionError:
+        raise PayloadError("", f"JSON is nested deeper than {MAX_NESTING} levels") from None
+    except json.JSONDecodeError as error:
+        raise PayloadError(
+            "", f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+
+
+def _check_strings_and_depth(document: Any) -> None:
+    """Reject NUL bytes, lone surrogates and nesting deeper than MAX_NESTING."""
+    stack: list[tuple[Any, str, int]] = [(document, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise PayloadError(path, f"JSON is nested deeper than {MAX_NESTING} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key, f"{path}.{key}" if path else key)
+                stack.append((item, f"{path}.{key}" if path else key, depth + 1))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                stack.append((item, f"{path}[{index}]", depth + 1))
+        elif isinstance(value, str):
+            _check_text(value, path)
+
+
+def _check_text(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise PayloadError(path, "contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadError(path, "contains a lone surrogate, which is not valid Unicode") from None
+
+
+def decode_body(raw: bytes) -> dict:
+    """Decode a request body into a JSON object.
+
+    A body that is a JSON string holding an encoded object is unwrapped once,
+    because some relays encode the payload twice.
+    """
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise PayloadError("", "body starts with a UTF-8 byte order mark; send plain UTF-8 JSON")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise PayloadError("", f"body is not valid UTF-8 at byte {error.start}") from None
+    if not text.strip():
+        raise PayloadError("", "body is empty; send a JSON object")
+
+    document = _loads(text)
+    if isinstance(document, str):
+        document = _loads(document)
+        if not isinstance(document, dict):
+            raise PayloadError("", "body is a JSON string that does not hold a JSON object")
+    if not isinstance(document, dict):
+        raise PayloadError("", f"body must be a JSON object, not {_json_type(document)}")
+
+    _check_strings_and_depth(document)
+    return document
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def _object(parent: dict, key: str, path: str, required: bool = True) -> dict:
+    value = parent.get(key)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        what = "missing" if value is None else f"must be an object, not {_json_type(value)}"
+        raise PayloadError(path, what)
+    return value
+
+
+def _text(parent: dict, key: str, path: str, required: bool = False, max_chars: int = MAX_NAME_CHARS) -> str | None:
+    value = parent.get(key)
+    if value is None or value == "":
+        if required:
+            raise PayloadError(path, "missing or empty")
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(path, f"must be a string, not {_json_type(value)}")
+    if len(value) > max_chars:
+        raise PayloadError(path, f"is longer than {max_chars} characters")
+    return value
+
+
+def _id_text(parent: dict, key: str, path: str, required: bool = False) -> str | None:
+    """Read an identifier sent either as a number or as a string of digits."""
+    value = parent.get(key)
+    if value is None or value == "":
+        if required:
+            raise PayloadError(path, "missing or empty")
+        return None
+    if isinstance(value, bool):
+        raise PayloadError(path, "must be a number or a string of digits, not a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise PayloadError(path, "must not be negative")
+        return str(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 30:
+        return value
+    raise PayloadError(path, f"must be a number or a string of digits, got {str(value)[:40]!r}")
+
+
+def parse_count(value: Any, path: str) -> int | None:
+    """Read a count: an integer >= 0 or a string of decimal digits; null is absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise PayloadError(path, "must be a non-negative integer, not a boolean")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        number = int(value)
+    else:
+        raise PayloadError(path, f"must be a non-negative integer, got {str(value)[:40]!r}")
+    if number < 0:
+        raise PayloadError(path, f"must be a non-negative integer, got {number}")
+    if number > MAX_COUNT:
+        raise PayloadError(path, f"is larger than {MAX_COUNT}")
+    return number
+
+
+def _seconds(value: Any, path: str) -> Decimal | None:
+    """Read a duration in seconds as an exact decimal; null is absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise PayloadError(path, f"must be a number of seconds, not {_json_type(value)}")
+    number = Decimal(value)
+    if number < 0 or number > Decimal(10**9):
+        raise PayloadError(path, f"must be between 0 and 1e9 seconds, got {number}")
+    if number.as_tuple().exponent < -9:
+        # DynamoDB keeps at most 38 significant digits; nanoseconds are plenty.
+        number = number.quantize(Decimal("0.000000001"))
+    return number
+
+
+def parse_timestamp(value: Any, path: str) -> str | None:
+    """Normalise an ISO 8601 time to UTC with a trailing Z; null is absent."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 40:
+        raise PayloadError(path, "must be an ISO 8601 time string")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise PayloadError(path, f"is not an ISO 8601 time: {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    if not 2000 <= moment.year <= 2200:
+        raise PayloadError(path, f"is out of range: {value!r}")
+    return moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds").replace("+00:00", "Z")
+
+
+def _url(parent: dict, key: str, path: str) -> str | None:
+    value = parent.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(path, f"must be a URL string, not {_json_type(value)}")
+    try:
+        return check_http_url(value)
+    except UrlError as error:
+        raise PayloadError(path, str(error)) from None
+
+
+def _pr_context(event_type: str, payload: dict) -> tuple[int, str | None]:
+    """Find the upstream PR number and head SHA for each kind of event."""
+    pull_request = payload.get("pull_request")
+    if isinstance(pull_request, dict):
+        number = parse_count(pull_request.get("number"), "untrusted.callback_payload.payload.pull_request.number")
+        head = pull_request.get("head") if isinstance(pull_request.get("head"), dict) else {}
+        return number or 0, _sha(head.get("sha"), "untrusted.callback_payload.payload.pull_request.head.sha")
+
+    if event_type == EVENT_PUSH or "after" in payload:
+        ref = payload.get("ref")
+        match = CIFLOW_TAG_PATTERN.match(ref) if isinstance(ref, str) else None
+        number = int(match.group(1)) if match else 0
+        return number, _sha(payload.get("after"), "untrusted.callback_payload.payload.after")
+
+    return 0, _sha(payload.get("head_sha"), "untrusted.callback_payload.payload.head_sha")
+
+
+def _sha(value: Any, path: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not SHA_PATTERN.match(value):
+        raise PayloadError(path, "must be a hexadecimal commit SHA")
+    return value.lower()
+
+
+def _test_counts(workflow: dict) -> tuple[dict[str, int], list | None]:
+    """Read test counts and failed tests from `test_results` or the older `test-results`."""
+    path = "untrusted.callback_payload.workflow"
+    counts_key = "test_results" if "test_results" in workflow else "test-results"
+    results = workflow.get(counts_key)
+    if results is not None and not isinstance(results, dict):
+        raise PayloadError(f"{path}.{counts_key}", f"must be an object, not {_json_type(results)}")
+    results = results or {}
+
+    counts: dict[str, int] = {}
+    for source, target in (("passed", "passed_tests"), ("failed", "failed_tests"), ("skipped", "skipped_tests")):
+        number = parse_count(results.get(source), f"{path}.{counts_key}.{source}")
+        if number is not None:
+            counts[target] = number
+    total = parse_count(results.get("total"), f"{path}.{counts_key}.total")
+    if total is None and counts:
+        total = sum(counts.values())
+    if total is not None:
+        counts["total_tests"] = total
+
+    failed = workflow.get("failed_tests_detail")
+    failed_path = f"{path}.failed_tests_detail"
+    if failed is None and isinstance(results.get("failures"), list):
+        failed = results["failures"]
+        failed_path = f"{path}.{counts_key}.failures"
+    if failed is not None and not isinstance(failed, list):
+        raise PayloadError(failed_path, f"must be a list, not {_json_type(failed)}")
+    return counts, failed
+
+
+def _environment(workflow: dict) -> str | None:
+    value = workflow.get("environment")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise PayloadError(
+            "untrusted.callback_payload.workflow.environment", f"must be an object, not {_json_type(value)}"
+        )
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    if len(text.encode("utf-8")) > MAX_ENVIRONMENT_BYTES:
+        raise PayloadError(
+            "untrusted.callback_payload.workflow.environment", f"is larger than {MAX_ENVIRONMENT_BYTES} bytes"
+        )
+    return text
+
+
+def build_record(document: dict) -> Callback:
+    """Validate a decoded body and build the record it describes.
+
+    Fields the relay vouches for come from `trusted` only; nothing in
+    `untrusted` can override the repository, its level or the timings.
+    """
+    trusted = _object(document, "trusted", "trusted")
+    repo = _text(trusted, "verified_repo", "trusted.verified_repo", required=True)
+    if not REPO_PATTERN.match(repo):
+        raise PayloadError("trusted.verified_repo", f"must be owner/repo, got {repo[:80]!r}")
+    level = _text(trusted, "downstream_repo_level", "trusted.downstream_repo_level", max_chars=8)
+    metrics = _object(trusted, "ci_metrics", "trusted.ci_metrics", required=False)
+
+    untrusted = _object(document, "untrusted", "untrusted")
+    callback = _object(untrusted, "callback_payload", "untrusted.callback_payload")
+    base = "untrusted.callback_payload"
+    delivery_id = _text(callback, "delivery_id", f"{base}.delivery_id", required=True, max_chars=MAX_KEY_PART_CHARS)
+    event_type = _text(callback, "event_type", f"{base}.event_type", max_chars=64) or ""
+    payload = _object(callback, "payload", f"{base}.payload", required=False)
+    workflow = _object(callback, "workflow", f"{base}.workflow")
+
+    wpath = f"{base}.workflow"
+    status = _text(workflow, "status", f"{wpath}.status", required=True, max_chars=32)
+    if status not in STATUSES:
+        raise PayloadError(f"{wpath}.status", f"must be one of {', '.join(STATUSES)}, got {status!r}")
+    workflow_name = _text(workflow, "name", f"{wpath}.name", required=True, max_chars=MAX_KEY_PART_CHARS)
+    job_name = _text(workflow, "job_name", f"{wpath}.job_name", required=True, max_chars=MAX_KEY_PART_CHARS)
+    check_run_id = _id_text(workflow, "check_run_id", f"{wpath}.check_run_id", required=True)
+    run_id = _id_text(workflow, "run_id", f"{wpath}.run_id")
+    run_attempt = parse_count(workflow.get("run_attempt"), f"{wpath}.run_attempt")
+    if run_attempt == 0:
+        raise PayloadError(f"{wpath}.run_attempt", "must be 1 or more")
+
+    schema_version = workflow.get("schema_version")
+    if schema_version is not None and not isinstance(schema_version, str):
+        schema_version = str(schema_version)
+    if schema_version not in SCHEMA_VERSIONS:
+        _log_schema_version_once(repo, schema_version)
+
+    upstream = payload.get("repository") if isinstance(payload.get("repository"), dict) else {}
+    upstream_repo = _text(upstream, "full_name", f"{base}.payload.repository.full_name") or settings.OOT_UPSTREAM_REPO
+    pr_number, head_sha = _pr_context(event_type, payload)
+
+    record: dict[str, Any] = {
+        "dynamoKey": dynamo_key(repo, delivery_id, workflow_name, job_name, check_run_id),
+        "status": status,
+        "downstream_repo": repo,
+        "upstream_repo": upstream_repo,
+        "pr_number": pr_number,
+        "event_type": event_type,
+        "delivery_id": delivery_id,
+        "workflow_name": workflow_name,
+        "job_name": job_name,
+        "check_run_id": check_run_id,
+        "run_attempt": run_attempt or 1,
+    }
+    optional = {
+        "downstream_repo_level": level,
+        "pytorch_head_sha": head_sha,
+        "run_id": run_id,
+        "workflow_run_url": _url(workflow, "url", f"{wpath}.url"),
+        "artifact_url": _url(workflow, "artifact_url", f"{wpath}.artifact_url"),
+        "environment": _environment(workflow),
+        "schema_version": schema_version,
+        "queue_time": _seconds(metrics.get("queue_time"), "trusted.ci_metrics.queue_time"),
+        "execution_time": _seconds(metrics.get("execution_time"), "trusted.ci_metrics.execution_time"),
+        "started_at": parse_timestamp(workflow.get("started_at"), f"{wpath}.started_at"),
+    }
+    record.update({name: value for name, value in optional.items() if value is not None})
+
+    counts, failed = _test_counts(workflow)
+    if status == STATUS_COMPLETED:
+        conclusion = _text(workflow, "conclusion", f"{wpath}.conclusion", max_chars=MAX_CONCLUSION_CHARS)
+        completed_at = parse_timestamp(workflow.get("completed_at"), f"{wpath}.completed_at")
+        if conclusion is not None:
+            record["conclusion"] = conclusion
+        if completed_at is not None:
+            record["completed_at"] = completed_at
+        record.update(counts)
+        if failed is not None:
+            capped = cap_failed_tests(failed)
+            record["failed_tests_json"] = capped.json
+            if capped.entries_cut or capped.bytes_cut:
+                record["failed_tests_entries_cut"] = capped.entries_cut
+                record["failed_tests_bytes_cut"] = capped.bytes_cut
+
+    token = callback.get("callback_token")
+    return Callback(
+        record=record,
+        repo=repo,
+        delivery_id=delivery_id,
+        status=status,
+        callback_token=token if isinstance(token, str) else None,
+    )
+
+
+def _log_schema_version_once(repo: str, version: str | None) -> None:
+    key = (repo, str(version))
+    if key in _logged_schema_versions:
+        return
+    _logged_schema_versions.add(key)
+    logger.warning("unknown schema_version repo=%s schema_version=%r; storing the callback as version 1", repo, version)

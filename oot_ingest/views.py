@@ -1,0 +1,192 @@
+"""The callback API: `POST /api/oot/results` and `GET /api/oot/allowlist`.
+
+When several errors apply, the first of this order wins: 405, 503 (no token
+configured), 401, 413, 400, 403, 429, 409, 503 (DynamoDB).
+"""
+
+import hashlib
+import json
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django_ratelimit.core import get_usage
+from redis.exceptions import RedisError
+
+from oot_ingest import counters, policy
+from oot_ingest.allowlist import allowlist_document
+from oot_ingest.dynamo import DynamoUnavailable, now_iso, write_record
+from oot_ingest.models import RejectedRequest
+from oot_ingest.payload import PayloadError, build_record, decode_body
+
+logger = logging.getLogger(__name__)
+
+TOKEN_HEADERS = ("HTTP_X_OOT_RELAY_TOKEN", "HTTP_X_HUD_INTERNAL_BOT")
+DYNAMODB_RETRY_AFTER_SECONDS = 5
+
+
+class Rejection(Exception):
+    """A callback the API will not store: HTTP status, message, and ids for the log."""
+
+    def __init__(
+        self, status: int, message: str, repo: str = "", delivery_id: str = "", retry_after: int | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.repo = repo
+        self.delivery_id = delivery_id
+        self.retry_after = retry_after
+
+
+def _error_response(rejection: Rejection) -> JsonResponse:
+    response = JsonResponse({"ok": False, "error": rejection.message}, status=rejection.status)
+    if rejection.retry_after is not None:
+        response["Retry-After"] = str(rejection.retry_after)
+    return response
+
+
+def _log_rejection(rejection: Rejection) -> None:
+    logger.warning(
+        "callback rejected status=%s repo=%s delivery_id=%s reason=%s",
+        rejection.status,
+        rejection.repo or "-",
+        rejection.delivery_id or "-",
+        rejection.message,
+    )
+    counters.increment("callbacks_rejected")
+    counters.increment(f"callbacks_rejected_{rejection.status}")
+    if rejection.status in (405, 503):
+        return
+    try:
+        RejectedRequest.objects.create(
+            repository=rejection.repo[:201],
+            delivery_id=rejection.delivery_id[:256],
+            status_code=rejection.status,
+            reason=rejection.message[:500],
+        )
+    except Exception:  # noqa: BLE001 - the rejection log must never turn a 4xx into a 500
+        logger.exception("could not record rejected callback repo=%s", rejection.repo or "-")
+
+
+def _presented_token(request: HttpRequest) -> str | None:
+    for header in TOKEN_HEADERS:
+        value = request.META.get(header)
+        if value:
+            return value
+    return None
+
+
+def _read_body(request: HttpRequest) -> bytes:
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > settings.OOT_MAX_BODY_BYTES:
+        raise Rejection(413, f"body is larger than {settings.OOT_MAX_BODY_BYTES} bytes")
+    body = request.read(settings.OOT_MAX_BODY_BYTES + 1)
+    if len(body) > settings.OOT_MAX_BODY_BYTES:
+        raise Rejection(413, f"body is larger than {settings.OOT_MAX_BODY_BYTES} bytes")
+    return body
+
+
+def _check_content_type(request: HttpRequest) -> None:
+    content_type = request.META.get("CONTENT_TYPE", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type and media_type != "application/json":
+        raise Rejection(400, f"Content-Type must be application/json, got {media_type[:60]!r}")
+
+
+def _check_rate_limit(request: HttpRequest, repo: str, delivery_id: str) -> None:
+    rate = f"{policy.rate_limit_for(repo)}/m"
+    try:
+        usage = get_usage(
+            request, group="oot-callbacks", key=lambda _group, _request: repo.lower(), rate=rate, increment=True
+        )
+    except RedisError as error:
+        # The relay limits callbacks too, so an unreachable Redis admits the
+        # callback rather than failing it; the counter makes that visible.
+        counters.increment("rate_limit_unavailable")
+        logger.warning("rate limit not checked, Redis unreachable repo=%s error=%s", repo, error)
+        return
+    if usage is not None and usage["should_limit"]:
+        retry_after = max(1, usage["time_left"])
+        raise Rejection(
+            429,
+            f"repository {repo} is over its rate limit of {rate.replace('/m', ' callbacks a minute')}",
+            repo,
+            delivery_id,
+            retry_after=retry_after,
+        )
+
+
+@csrf_exempt
+def results(request: HttpRequest) -> HttpResponse:
+    """Accept one relay callback and upsert its record."""
+    try:
+        return _accept(request)
+    except Rejection as rejection:
+        _log_rejection(rejection)
+        return _error_response(rejection)
+
+
+def _accept(request: HttpRequest) -> JsonResponse:
+    if request.method != "POST":
+        raise Rejection(405, f"method {request.method} is not allowed; use POST")
+    if not policy.token_configured():
+        raise Rejection(503, "no relay token is configured; set OOT_RELAY_TOKEN or create one in admin", retry_after=60)
+    if not policy.check_token(_presented_token(request)):
+        raise Rejection(401, "missing or invalid relay token in X-OOT-Relay-Token")
+
+    raw = _read_body(request)
+    _check_content_type(request)
+    try:
+        callback = build_record(decode_body(raw))
+    except PayloadError as error:
+        raise Rejection(400, str(error)) from None
+
+    repo, delivery_id = callback.repo, callback.delivery_id
+    refusal = policy.admission_error(repo)
+    if refusal:
+        raise Rejection(403, refusal, repo, delivery_id)
+    _check_rate_limit(request, repo, delivery_id)
+
+    try:
+        result = write_record(callback.record)
+    except DynamoUnavailable as error:
+        raise Rejection(
+            503,
+            f"DynamoDB is unavailable ({error}); retry later",
+            repo,
+            delivery_id,
+            retry_after=DYNAMODB_RETRY_AFTER_SECONDS,
+        ) from None
+
+    if not result.changed:
+        outcome = "callbacks_ignored_late" if result.late else "callbacks_duplicate"
+    else:
+        outcome = "callbacks_accepted"
+    counters.record_callback(outcome, repo, now_iso())
+    logger.info(
+        "callback stored repo=%s delivery_id=%s dynamoKey=%s status=%s changed=%s",
+        repo,
+        delivery_id,
+        callback.key,
+        result.status,
+        result.changed,
+    )
+    return JsonResponse({"ok": True, "status": result.status, "dynamoKey": callback.key})
+
+
+def allowlist(request: HttpRequest) -> HttpResponse:
+    """Serve the allowlist as JSON grouped by level, for the relay."""
+    if request.method not in ("GET", "HEAD"):
+        return JsonResponse({"ok": False, "error": f"method {request.method} is not allowed; use GET"}, status=405)
+    document = allowlist_document()
+    body = json.dumps(document, sort_keys=True).encode("utf-8")
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    if request.META.get("HTTP_IF_NONE_MATCH") == etag:
+        response = HttpResponse(status=304)
+    else:
+        response = HttpResponse(body, content_type="application/json")
+    response["ETag"] = etag
+    response["Cache-Control"] = "public, max-age=60"
+    return response
