@@ -1,0 +1,70 @@
+"""Formatting for the pages: durations, percentages, times and safe links."""
+
+from datetime import UTC, datetime
+
+from django import template
+
+from oot_ingest.urls import is_http_url
+
+register = template.Library()
+
+
+@register.filter
+def duration(seconds) -> str:
+    """Format seconds as 45s, 12m 05s or 3h 07m; an unknown duration is a dash."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(float(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+@register.filter
+def percent(value) -> str:
+    return "–" if value is None else f"{value:.1f}%"
+
+
+@register.filter
+def utc(value) -> str:
+    if not isinstance(value, datetime):
+        return "–"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@register.filter
+def ago(value) -> str:
+    if not isinstance(value, datetime):
+        return "never"
+    seconds = (datetime.now(UTC) - value).total_seconds()
+    if seconds < 90:
+        return "just now"
+    if seconds < 5400:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 36 * 3600:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} days ago"
+
+
+@register.filter
+def http_url(value) -> str:
+    """Return the value when it is a safe http(s) URL, else an empty string (so no link is rendered)."""
+    return value if is_http_url(value) else ""
+
+
+@register.filter
+def short_sha(value) -> str:
+    return (value or "")[:7]
+
+
+@register.simple_tag(takes_context=True)
+def query_with(context, **changes) -> str:
+    """Return the current query string with some parameters replaced."""
+    query = context["request"].GET.copy()
+    for key, value in changes.items():
+        query[key] = value
+    return "?" + query.urlencode()
