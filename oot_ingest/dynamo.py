@@ -54,12 +54,7 @@ class WriteResult:
     late: bool = False
 
 
-def client():
-    """Return this thread's DynamoDB client (boto3 clients are not shared across threads here)."""
-    cached = getattr(_local, "client", None)
-    endpoint = settings.DYNAMODB_ENDPOINT or None
-    if cached is not None and getattr(_local, "endpoint", None) == endpoint:
-        return cached
+def _client_options() -> dict[str, Any]:
     options: dict[str, Any] = {
         "region_name": settings.AWS_REGION,
         "config": Config(
@@ -69,27 +64,33 @@ def client():
             tcp_keepalive=True,
         ),
     }
-    if endpoint:
+    if settings.DYNAMODB_ENDPOINT:
         # DynamoDB Local accepts any credentials; never send real ones to it.
-        options.update(endpoint_url=endpoint, aws_access_key_id="local", aws_secret_access_key="local")
-    _local.client = boto3.client("dynamodb", **options)
-    _local.endpoint = endpoint
+        options.update(endpoint_url=settings.DYNAMODB_ENDPOINT, aws_access_key_id="local", aws_secret_access_key="local")
+    return options
+
+
+def _cache_key() -> tuple[str, str]:
+    return settings.DYNAMODB_ENDPOINT, settings.DYNAMODB_TABLE
+
+
+def client():
+    """Return this thread's low-level DynamoDB client (the write path uses typed attribute values)."""
+    if getattr(_local, "client_key", None) != _cache_key():
+        _local.client = boto3.client("dynamodb", **_client_options())
+        _local.client_key = _cache_key()
     return _local.client
 
 
 def table():
-    """Return a resource-level Table for the records (for reads that want plain Python values)."""
-    cached = getattr(_local, "table", None)
-    if (
-        cached is not None
-        and cached.name == settings.DYNAMODB_TABLE
-        and getattr(_local, "table_client", None) is client()
-    ):
-        return cached
-    resource = boto3.resource("dynamodb", region_name=settings.AWS_REGION)
-    resource.meta.client = client()
-    _local.table = resource.Table(settings.DYNAMODB_TABLE)
-    _local.table_client = client()
+    """Return this thread's resource-level Table, for reads that want plain Python values.
+
+    It has a client of its own: the resource layer registers serialisation
+    hooks on its client, which must not leak into the low-level write path.
+    """
+    if getattr(_local, "table_key", None) != _cache_key():
+        _local.table = boto3.resource("dynamodb", **_client_options()).Table(settings.DYNAMODB_TABLE)
+        _local.table_key = _cache_key()
     return _local.table
 
 
