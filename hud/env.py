@@ -56,7 +56,8 @@ def database_from_url(url: str) -> dict:
     """Build a Django DATABASES entry from a sqlite:/// or postgres:// URL."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parsed.path)}
+        # sqlite:////abs/path is an absolute path, sqlite:///name a relative one.
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(url.removeprefix("sqlite:///"))}
     if parsed.scheme in ("postgres", "postgresql"):
         return {
             "ENGINE": "django.db.backends.postgresql",

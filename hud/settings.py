@@ -10,6 +10,9 @@ from hud.env import database_from_url, env_bool, env_float, env_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("OOT_VAR_DIR", str(BASE_DIR / "var")))
+# Local state (SQLite file, chdb directory, logs) lives here; create it so a
+# fresh clone can run any command first.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me-in-production")
 DEBUG = env_bool("DJANGO_DEBUG", False)
