@@ -1,8 +1,12 @@
 """The DynamoDB table of records: client, table definition and the write.
 
-One `UpdateItem` per callback. It SETs only the fields the callback carries,
-so fields from the first callback survive the second, and its condition keeps
-the status from going back from completed to in_progress.
+One conditional `UpdateItem` per callback. It SETs only the fields the
+callback carries, so fields from the first callback survive the second; it
+ADDs 1 to `revision` and sets `updated_at`; and its condition keeps the
+status from going back from completed to in_progress. A callback that would
+change nothing fails the condition, so it writes nothing and the response
+reports the status as stored. Only a late in_progress for a completed job
+that still lacks started_at or queue_time costs a second, filling write.
 
 Two sparse global secondary indexes find running jobs without a scan: the
 attributes `running_pr` ("<upstream_repo>#<pr_number>") and `running_backend`
@@ -29,29 +33,39 @@ logger = logging.getLogger(__name__)
 RUNNING_PR_INDEX = "running-by-pr"
 RUNNING_BACKEND_INDEX = "running-by-backend"
 
-# Errors that mean "try again later" rather than "this request is wrong".
-RETRYABLE_ERROR_CODES = {
+# Errors that mean DynamoDB is shedding load; every other failure except a
+# refused record is reported as unavailable too, and logged as an error.
+THROTTLING_ERROR_CODES = {
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
     "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "LimitExceededException",
-    "TransactionConflictException",
 }
 
 _local = threading.local()
 
 
 class DynamoUnavailable(Exception):
-    """DynamoDB is unreachable or throttling; the caller should retry later."""
+    """DynamoDB is unreachable, throttling or failing; the caller should retry later."""
+
+
+class RecordRejected(ValueError):
+    """DynamoDB refused the record itself (a ValidationException); retrying cannot help."""
 
 
 @dataclass
 class WriteResult:
+    """The outcome of one callback's write, and the status the item has now."""
+
     status: str
     changed: bool
     late: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """Name the outcome for counters: accepted, duplicate or ignored_late."""
+        if self.changed:
+            return "accepted"
+        return "ignored_late" if self.late else "duplicate"
 
 
 def _client_options() -> dict[str, Any]:
@@ -66,7 +80,9 @@ def _client_options() -> dict[str, Any]:
     }
     if settings.DYNAMODB_ENDPOINT:
         # DynamoDB Local accepts any credentials; never send real ones to it.
-        options.update(endpoint_url=settings.DYNAMODB_ENDPOINT, aws_access_key_id="local", aws_secret_access_key="local")
+        options.update(
+            endpoint_url=settings.DYNAMODB_ENDPOINT, aws_access_key_id="local", aws_secret_access_key="local"
+        )
     return options
 
 
@@ -147,37 +163,33 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _is_retryable(error: Exception) -> bool:
-    if isinstance(error, BotoCoreError):
-        return True
-    if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in RETRYABLE_ERROR_CODES or status >= 500
-    return False
+def _is_throttling(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code", "") in THROTTLING_ERROR_CODES
 
 
 def _condition_failed(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
-def _stored_status(error: ClientError) -> str:
-    item = error.response.get("Item") or {}
-    return item.get("status", {}).get("S", STATUS_COMPLETED)
-
-
 class _Update:
-    """Collects SET/REMOVE clauses with placeholder names and values."""
+    """Collects SET, REMOVE and ADD clauses with placeholder names and values."""
 
     def __init__(self) -> None:
         self.sets: list[str] = []
         self.removes: list[str] = []
+        self.adds: list[str] = []
         self.names: dict[str, str] = {}
         self.values: dict[str, Any] = {}
+        self._placeholders: dict[str, str] = {}
+        # attribute -> (name placeholder, value placeholder) of each plain SET
+        self.assigned: dict[str, tuple[str, str]] = {}
 
     def name(self, attribute: str) -> str:
-        placeholder = f"#a{len(self.names)}"
-        self.names[placeholder] = attribute
+        placeholder = self._placeholders.get(attribute)
+        if placeholder is None:
+            placeholder = f"#a{len(self.names)}"
+            self._placeholders[attribute] = placeholder
+            self.names[placeholder] = attribute
         return placeholder
 
     def value(self, python_value: Any) -> str:
@@ -186,19 +198,34 @@ class _Update:
         return placeholder
 
     def set(self, attribute: str, python_value: Any) -> None:
-        self.sets.append(f"{self.name(attribute)} = {self.value(python_value)}")
+        name, value = self.name(attribute), self.value(python_value)
+        self.sets.append(f"{name} = {value}")
+        self.assigned[attribute] = (name, value)
 
     def set_if_absent(self, attribute: str, python_value: Any) -> None:
-        placeholder = self.name(attribute)
-        self.sets.append(f"{placeholder} = if_not_exists({placeholder}, {self.value(python_value)})")
+        name = self.name(attribute)
+        self.sets.append(f"{name} = if_not_exists({name}, {self.value(python_value)})")
 
     def remove(self, attribute: str) -> None:
         self.removes.append(self.name(attribute))
+
+    def add(self, attribute: str, amount: int) -> None:
+        self.adds.append(f"{self.name(attribute)} {self.value(amount)}")
+
+    def any_differs(self, attributes: list[str]) -> str:
+        """Build a condition that holds when any of these SET attributes would change."""
+        clauses = []
+        for attribute in attributes:
+            name, value = self.assigned[attribute]
+            clauses.append(f"attribute_not_exists({name}) OR {name} <> {value}")
+        return " OR ".join(clauses)
 
     def expression(self) -> str:
         parts = ["SET " + ", ".join(self.sets)]
         if self.removes:
             parts.append("REMOVE " + ", ".join(self.removes))
+        if self.adds:
+            parts.append("ADD " + ", ".join(self.adds))
         return " ".join(parts)
 
 
@@ -208,13 +235,15 @@ def _to_attribute(value: Any) -> dict:
     if isinstance(value, (int, Decimal)):
         return {"N": str(value)}
     if isinstance(value, float):
-        # Floats go through str() so DynamoDB gets the shortest exact decimal.
-        return {"N": str(Decimal(repr(value)))}
+        # repr() gives the shortest decimal that reads back as the same float.
+        return {"N": repr(value)}
     return {"S": str(value)}
 
 
-# Attributes written on every callback besides those the record carries.
-BOOKKEEPING = ("status", "revision", "updated_at", "running_pr", "running_backend", "swept")
+# Attributes the write manages itself; a record's own value for them is ignored.
+BOOKKEEPING = ("dynamoKey", "status", "revision", "updated_at", "running_pr", "running_backend", "swept")
+# What a late in_progress may add to a completed record, and only where absent.
+LATE_FILLABLE = ("started_at", "queue_time")
 
 
 def _running_pr(record: dict) -> str:
@@ -222,95 +251,104 @@ def _running_pr(record: dict) -> str:
 
 
 def write_record(record: dict, *, sweep: bool = False) -> WriteResult:
-    """Upsert one callback's record; raise DynamoUnavailable when DynamoDB cannot take it.
+    """Upsert one callback's record with a conditional UpdateItem.
 
-    `sweep` marks a completion made by the service itself for an orphaned
-    job: it applies only while the record is still in_progress.
+    Raises DynamoUnavailable when DynamoDB cannot take the write (throttling,
+    an unreachable endpoint, a server error) and RecordRejected when DynamoDB
+    refuses the record itself. `sweep` marks a completion made by the service
+    itself for an orphaned job: it applies only while the record is still
+    in_progress.
     """
     if record["status"] == STATUS_IN_PROGRESS:
         return _write_in_progress(record)
     return _write_completed(record, sweep=sweep)
 
 
-def _common_update(record: dict) -> _Update:
+def _record_update(record: dict) -> tuple[_Update, list[str]]:
+    """SET every field the record carries, plus status and updated_at; ADD 1 to revision."""
     update = _Update()
-    for attribute, value in record.items():
-        if attribute in ("dynamoKey",) or attribute in BOOKKEEPING:
-            continue
-        update.set(attribute, value)
+    fields = [attribute for attribute in record if attribute not in BOOKKEEPING]
+    for attribute in fields:
+        update.set(attribute, record[attribute])
     update.set("status", record["status"])
     update.set("updated_at", now_iso())
-    return update
+    update.add("revision", 1)
+    return update, fields
 
 
 def _write_in_progress(record: dict) -> WriteResult:
-    update = _common_update(record)
+    """Store an in_progress callback unless it changes nothing or the job already completed.
+
+    The condition admits a new item, or an in_progress item on which at least
+    one field would change. So a duplicate neither writes nor bumps revision,
+    and a completed item is never sent back to in_progress.
+    """
+    update, fields = _record_update(record)
     update.set("running_pr", _running_pr(record))
     update.set("running_backend", record["downstream_repo"])
-    update.sets.append(
-        f"{update.name('revision')} = if_not_exists({update.name('revision')}, {update.value(0)}) + {update.value(1)}"
+    status = update.name("status")
+    condition = (
+        f"attribute_not_exists(dynamoKey) OR "
+        f"({status} = {update.value(STATUS_IN_PROGRESS)} AND ({update.any_differs(fields)}))"
     )
-    status_name = update.name("status")
-    condition = f"attribute_not_exists(dynamoKey) OR {status_name} = {update.value(STATUS_IN_PROGRESS)}"
-    try:
-        _update_item(record["dynamoKey"], update, condition)
+    stored = _update_item(record["dynamoKey"], update, condition)
+    if stored is None:
         return WriteResult(status=STATUS_IN_PROGRESS, changed=True)
-    except ClientError as error:
-        if not _condition_failed(error):
-            raise
-    return _fill_after_completion(record)
+    if _stored_status(stored) == STATUS_IN_PROGRESS:
+        return WriteResult(status=STATUS_IN_PROGRESS, changed=False)
+    return _fill_after_completion(record, stored)
 
 
-def _fill_after_completion(record: dict) -> WriteResult:
+def _fill_after_completion(record: dict, stored: dict) -> WriteResult:
     """Apply a late in_progress to a completed record: fill started_at and queue_time only where absent."""
-    fillable = {name: record[name] for name in ("started_at", "queue_time") if name in record}
-    if not fillable:
-        return WriteResult(status=STATUS_COMPLETED, changed=False, late=True)
+    missing = [name for name in LATE_FILLABLE if name in record and name not in stored]
+    if not missing:
+        return WriteResult(status=_stored_status(stored), changed=False, late=True)
 
     update = _Update()
-    missing = []
-    for attribute, value in fillable.items():
-        update.set_if_absent(attribute, value)
-        missing.append(f"attribute_not_exists({update.name(attribute)})")
+    for attribute in missing:
+        update.set_if_absent(attribute, record[attribute])
     update.set("updated_at", now_iso())
-    update.sets.append(f"{update.name('revision')} = {update.name('revision')} + {update.value(1)}")
-    condition = f"attribute_exists(dynamoKey) AND ({' OR '.join(missing)})"
-    try:
-        _update_item(record["dynamoKey"], update, condition)
+    update.add("revision", 1)
+    absent = " OR ".join(f"attribute_not_exists({update.name(attribute)})" for attribute in missing)
+    condition = f"{update.name('status')} = {update.value(STATUS_COMPLETED)} AND ({absent})"
+    stored_now = _update_item(record["dynamoKey"], update, condition)
+    if stored_now is None:
         return WriteResult(status=STATUS_COMPLETED, changed=True, late=True)
-    except ClientError as error:
-        if not _condition_failed(error):
-            raise
-        return WriteResult(status=_stored_status(error), changed=False, late=True)
+    # Another callback filled the fields (or removed the item) in between.
+    return WriteResult(status=_stored_status(stored_now), changed=False, late=True)
 
 
 def _write_completed(record: dict, *, sweep: bool) -> WriteResult:
-    update = _common_update(record)
+    """Store a completed callback on a new or in_progress item, or over a sweep's result.
+
+    A completed item is final, so a second completed changes nothing: the
+    only exception is an item the service itself completed as timed_out
+    (swept), which a genuine completed replaces.
+    """
+    update, _fields = _record_update(record)
     update.set("swept", sweep)
     update.remove("running_pr")
     update.remove("running_backend")
-    update.sets.append(
-        f"{update.name('revision')} = if_not_exists({update.name('revision')}, {update.value(0)}) + {update.value(1)}"
-    )
-    status_name = update.name("status")
+    status = update.name("status")
     in_progress = update.value(STATUS_IN_PROGRESS)
     if sweep:
-        condition = f"{status_name} = {in_progress}"
+        condition = f"{status} = {in_progress}"
     else:
-        swept_name = update.name("swept")
-        condition = (
-            f"attribute_not_exists(dynamoKey) OR {status_name} = {in_progress} OR {swept_name} = {update.value(True)}"
-        )
-    try:
-        _update_item(record["dynamoKey"], update, condition)
+        swept = update.name("swept")
+        condition = f"attribute_not_exists(dynamoKey) OR {status} = {in_progress} OR {swept} = {update.value(True)}"
+    stored = _update_item(record["dynamoKey"], update, condition)
+    if stored is None:
         return WriteResult(status=STATUS_COMPLETED, changed=True)
-    except ClientError as error:
-        if not _condition_failed(error):
-            raise
-        return WriteResult(status=_stored_status(error), changed=False)
+    return WriteResult(status=_stored_status(stored), changed=False)
 
 
-def _update_item(key: str, update: _Update, condition: str) -> None:
+def _stored_status(item: dict) -> str:
+    return item.get("status", {}).get("S", STATUS_COMPLETED)
+
+
+def _update_item(key: str, update: _Update, condition: str) -> dict | None:
+    """Run one conditional UpdateItem; return None when it was applied, else the item as stored."""
     try:
         client().update_item(
             TableName=settings.DYNAMODB_TABLE,
@@ -321,14 +359,23 @@ def _update_item(key: str, update: _Update, condition: str) -> None:
             ExpressionAttributeValues=update.values,
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
-    except (ClientError, BotoCoreError) as error:
-        if isinstance(error, ClientError) and _condition_failed(error):
-            raise
-        if _is_retryable(error):
-            code = error.response["Error"].get("Code") if isinstance(error, ClientError) else type(error).__name__
-            logger.warning("DynamoDB write failed dynamoKey=%s error=%s", key, code)
-            raise DynamoUnavailable(code) from error
-        raise
+    except ClientError as error:
+        if _condition_failed(error):
+            return error.response.get("Item") or {}
+        code = error.response.get("Error", {}).get("Code", "")
+        message = error.response.get("Error", {}).get("Message", "")
+        if code == "ValidationException":
+            logger.error("DynamoDB rejected the record dynamoKey=%s error=%s", key, message)
+            raise RecordRejected(message) from error
+        if _is_throttling(error):
+            logger.warning("DynamoDB throttled the write dynamoKey=%s error=%s", key, code)
+        else:
+            logger.error("DynamoDB write failed dynamoKey=%s error=%s message=%s", key, code, message)
+        raise DynamoUnavailable(code or "unknown error") from error
+    except BotoCoreError as error:
+        logger.error("DynamoDB unreachable dynamoKey=%s error=%s", key, error)
+        raise DynamoUnavailable(type(error).__name__) from error
+    return None
 
 
 def running_jobs_for_pr(upstream_repo: str, pr_number: int) -> list[dict]:
