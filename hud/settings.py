@@ -6,6 +6,8 @@ an embedded chdb store under var/, and Redis on 127.0.0.1:6379.
 
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from hud.env import database_from_url, env_bool, env_float, env_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -126,6 +128,23 @@ REPLICATOR_EMBEDDED = env_bool("REPLICATOR_EMBEDDED", CLICKHOUSE_URL.startswith(
 # Pages.
 OOT_NOT_REPORTING_HOURS = env_int("OOT_NOT_REPORTING_HOURS", 24, minimum=1)
 OOT_ORPHAN_HOURS = env_float("OOT_ORPHAN_HOURS", 6.0)
+# Callback tokens minted for the relay. An empty secret means a key derived
+# from SECRET_KEY, so tokens survive restarts as long as SECRET_KEY does.
+OOT_CALLBACK_TOKEN_SECRET = env_str("OOT_CALLBACK_TOKEN_SECRET", "")
+if OOT_CALLBACK_TOKEN_SECRET and len(OOT_CALLBACK_TOKEN_SECRET) < 32:
+    raise ImproperlyConfigured("OOT_CALLBACK_TOKEN_SECRET must be at least 32 characters long")
+OOT_CALLBACK_TOKEN_LIFETIME_SECONDS = env_int("OOT_CALLBACK_TOKEN_LIFETIME_SECONDS", 3 * 24 * 3600, minimum=60)
+
+# Direct reporting: downstream workflows authenticate with a GitHub Actions
+# OIDC token instead of going through the relay. Off unless enabled.
+OOT_DIRECT_REPORTING = env_bool("OOT_DIRECT_REPORTING", False)
+OOT_OIDC_ISSUER = env_str("OOT_OIDC_ISSUER", "https://token.actions.githubusercontent.com")
+# The audience the workflow requests its token for; it names this deployment.
+OOT_OIDC_AUDIENCE = env_str("OOT_OIDC_AUDIENCE", "")
+# Empty: read jwks_uri from the issuer's /.well-known/openid-configuration.
+OOT_OIDC_JWKS_URL = env_str("OOT_OIDC_JWKS_URL", "")
+if OOT_DIRECT_REPORTING and not OOT_OIDC_AUDIENCE:
+    raise ImproperlyConfigured("OOT_DIRECT_REPORTING=true needs OOT_OIDC_AUDIENCE, the audience of accepted tokens")
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
