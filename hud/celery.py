@@ -21,4 +21,9 @@ def _schedule(sender, **_kwargs) -> None:
             "schedule": settings.REPLICATOR_INTERVAL_SECONDS,
             "options": {"expires": max(5.0, settings.REPLICATOR_INTERVAL_SECONDS * 5)},
         },
+        "sweep-orphans": {
+            "task": "oot_ingest.sweep_orphans",
+            "schedule": settings.OOT_SWEEP_INTERVAL_SECONDS,
+            "options": {"expires": settings.OOT_SWEEP_INTERVAL_SECONDS},
+        },
     }

@@ -128,6 +128,9 @@ REPLICATOR_EMBEDDED = env_bool("REPLICATOR_EMBEDDED", CLICKHOUSE_URL.startswith(
 # Pages.
 OOT_NOT_REPORTING_HOURS = env_int("OOT_NOT_REPORTING_HOURS", 24, minimum=1)
 OOT_ORPHAN_HOURS = env_float("OOT_ORPHAN_HOURS", 6.0)
+# Seconds between orphan sweeps (Celery beat, or the serving process in embedded mode).
+OOT_SWEEP_INTERVAL_SECONDS = env_float("OOT_SWEEP_INTERVAL_SECONDS", 300.0)
+
 # Callback tokens minted for the relay. An empty secret means a key derived
 # from SECRET_KEY, so tokens survive restarts as long as SECRET_KEY does.
 OOT_CALLBACK_TOKEN_SECRET = env_str("OOT_CALLBACK_TOKEN_SECRET", "")

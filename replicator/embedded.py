@@ -9,6 +9,7 @@ import threading
 
 from django.conf import settings
 
+from oot_ingest import sweeper
 from replicator import clickhouse
 from replicator.runner import run_locked
 
@@ -29,11 +30,14 @@ def _loop(stop: threading.Event) -> None:
 
 
 def start(stop: threading.Event | None = None) -> threading.Thread | None:
-    """Ensure the ClickHouse schema and start the replication thread once per process."""
+    """Ensure the ClickHouse schema and start the replication and orphan-sweep threads once per process."""
     if _started.is_set():
         return None
     _started.set()
     clickhouse.ensure_schema()
-    thread = threading.Thread(target=_loop, args=(stop or threading.Event(),), name="replicator", daemon=True)
+    stop = stop or threading.Event()
+    thread = threading.Thread(target=_loop, args=(stop,), name="replicator", daemon=True)
     thread.start()
+    # The orphan sweep runs beside replication, as Celery beat would run it.
+    sweeper.start_embedded(stop)
     return thread
