@@ -1,22 +1,33 @@
 """Decode a relay request body and turn it into a record.
 
 `decode_body` turns bytes into a JSON object and rejects the JSON hazards
-(NaN, duplicate keys, deep nesting, NUL bytes, lone surrogates, ...).
-`build_record` validates the callback and extracts the record's fields. Both
-raise `PayloadError`, which names the offending field; the view turns it into
-a 400.
+(NaN, duplicate keys, deep nesting, huge integers, ...). `build_record`
+validates the callback, rejects NUL characters, lone surrogates and deep
+nesting in everything the record keeps, and extracts the record's fields.
+Both raise `PayloadError`, which names the offending field; the view turns it
+into a 400.
+
+Every stored value is bounded, so that the item stays far below DynamoDB's
+400 KB limit whatever a 2 MiB body holds: names and ids of at most 256
+characters, URLs of at most 2,048, an environment of at most 8 KiB and the
+failed tests of at most 256 KiB (see failed_tests.py). The upstream webhook
+body (`payload`) is not stored; only the PR number, head SHA and repository
+are read from it.
 """
 
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from redis.exceptions import RedisError
 
+from oot_ingest import counters, jsontext
 from oot_ingest.failed_tests import cap_failed_tests
 from oot_ingest.urls import UrlError, check_http_url
 from oot_ingest.vocabulary import (
@@ -30,17 +41,31 @@ from oot_ingest.vocabulary import (
 logger = logging.getLogger(__name__)
 
 MAX_NESTING = 64
-# ClickHouse stores counts as UInt64; DynamoDB numbers allow 38 digits.
+# Counts are UInt64 in ClickHouse and run_attempt is UInt32; both stay far
+# inside the 38 digits a DynamoDB number holds.
 MAX_COUNT = 2**63 - 1
+MAX_RUN_ATTEMPT = 2**32 - 1
+# No stored number comes near this; the bound keeps int() cheap on hostile input.
+MAX_INTEGER_DIGITS = 100
+MAX_ID_DIGITS = 30
 MAX_KEY_PART_CHARS = 256
+# DynamoDB's limit for a partition key value.
+MAX_KEY_BYTES = 2048
 MAX_NAME_CHARS = 256
 MAX_CONCLUSION_CHARS = 64
+MAX_SCHEMA_VERSION_CHARS = 32
 MAX_ENVIRONMENT_BYTES = 8 * 1024
+MAX_SECONDS = Decimal(10**9)
 REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$")
 SHA_PATTERN = re.compile(r"^[0-9a-fA-F]{7,64}$")
 CIFLOW_TAG_PATTERN = re.compile(r"^refs/tags/ciflow/trunk/(\d{1,12})$")
 
+SCHEMA_VERSIONS_SEEN_KEY = "oot:schema_versions_seen"
+# Unknown schema versions already logged by this process. Cleared when full,
+# so hostile versions cost bounded memory and at worst a repeated log line.
+MAX_REMEMBERED_SCHEMA_VERSIONS = 10_000
 _logged_schema_versions: set[tuple[str, str]] = set()
+_schema_versions_lock = threading.Lock()
 
 
 class PayloadError(ValueError):
@@ -60,6 +85,8 @@ class Callback:
     delivery_id: str
     status: str
     callback_token: str | None = None
+    # Set when workflow.schema_version is neither "1" nor "1.0".
+    unknown_schema_version: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -72,12 +99,20 @@ def _reject_constant(name: str) -> None:
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise PayloadError(key, "duplicate key in a JSON object")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise PayloadError(key, "duplicate key in a JSON object")
+            seen.add(key)
     return result
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_INTEGER_DIGITS:
+        raise PayloadError("", f"body contains an integer with more than {MAX_INTEGER_DIGITS} digits")
+    return int(text)
 
 
 def _loads(text: str) -> Any:
@@ -85,6 +120,7 @@ def _loads(text: str) -> Any:
         return json.loads(
             text,
             parse_float=Decimal,
+            parse_int=_parse_int,
             parse_constant=_reject_constant,
             object_pairs_hook=_object_without_duplicates,
         )
@@ -96,9 +132,9 @@ def _loads(text: str) -> Any:
         ) from None
 
 
-def _check_strings_and_depth(document: Any) -> None:
-    """Reject NUL bytes, lone surrogates and nesting deeper than MAX_NESTING."""
-    stack: list[tuple[Any, str, int]] = [(document, "", 0)]
+def _check_strings_and_depth(document: Any, root: str = "") -> None:
+    """Reject NUL characters, lone surrogates and nesting deeper than MAX_NESTING."""
+    stack: list[tuple[Any, str, int]] = [(document, root, 0)]
     while stack:
         value, path, depth = stack.pop()
         if depth > MAX_NESTING:
@@ -117,6 +153,8 @@ def _check_strings_and_depth(document: Any) -> None:
 def _check_text(text: str, path: str) -> None:
     if "\x00" in text:
         raise PayloadError(path, "contains a NUL character")
+    if text.isascii():
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -145,9 +183,22 @@ def decode_body(raw: bytes) -> dict:
             raise PayloadError("", "body is a JSON string that does not hold a JSON object")
     if not isinstance(document, dict):
         raise PayloadError("", f"body must be a JSON object, not {_json_type(document)}")
-
-    _check_strings_and_depth(document)
     return document
+
+
+def request_ids(document: Any) -> tuple[str, str]:
+    """Return the repository and delivery id a body claims, for logging a rejection; empty when absent."""
+    if not isinstance(document, dict):
+        return "", ""
+    trusted = document.get("trusted")
+    repo = trusted.get("verified_repo") if isinstance(trusted, dict) else None
+    untrusted = document.get("untrusted")
+    callback = untrusted.get("callback_payload") if isinstance(untrusted, dict) else None
+    delivery_id = callback.get("delivery_id") if isinstance(callback, dict) else None
+    return (
+        repo[:MAX_KEY_PART_CHARS] if isinstance(repo, str) else "",
+        delivery_id[:MAX_KEY_PART_CHARS] if isinstance(delivery_id, str) else "",
+    )
 
 
 def _json_type(value: Any) -> str:
@@ -197,28 +248,52 @@ def _id_text(parent: dict, key: str, path: str, required: bool = False) -> str |
     if isinstance(value, int):
         if value < 0:
             raise PayloadError(path, "must not be negative")
-        return str(value)
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 30:
-        return value
-    raise PayloadError(path, f"must be a number or a string of digits, got {str(value)[:40]!r}")
+        text = str(value)
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        text = value
+    else:
+        raise PayloadError(path, f"must be a number or a string of digits, got {_preview(value)}")
+    if len(text) > MAX_ID_DIGITS:
+        raise PayloadError(path, f"has more than {MAX_ID_DIGITS} digits")
+    return text
 
 
-def parse_count(value: Any, path: str) -> int | None:
-    """Read a count: an integer >= 0 or a string of decimal digits; null is absent."""
+def _preview(value: Any) -> str:
+    """Show a rejected value in an error message, shortened."""
+    if isinstance(value, str):
+        return repr(value[:40])
+    if isinstance(value, (dict, list)):
+        return _json_type(value)
+    return repr(value)[:40]
+
+
+def parse_count(value: Any, path: str, maximum: int = MAX_COUNT) -> int | None:
+    """Read a count: an integer >= 0 or a string of decimal digits; null is absent.
+
+    A JSON number with a zero fraction (10.0, 1e3) is an integer too; any
+    other fraction, a negative number, a boolean or another string is invalid.
+    """
     if value is None:
         return None
     if isinstance(value, bool):
         raise PayloadError(path, "must be a non-negative integer, not a boolean")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.isascii() and value.isdigit():
+    elif isinstance(value, Decimal) and value == value.to_integral_value() and value.adjusted() < 20:
         number = int(value)
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        digits = value.lstrip("0") or "0"
+        if len(digits) > len(str(maximum)):
+            raise PayloadError(path, f"is larger than {maximum}")
+        number = int(digits)
+    elif isinstance(value, Decimal) and value == value.to_integral_value():
+        raise PayloadError(path, f"is larger than {maximum}")
     else:
-        raise PayloadError(path, f"must be a non-negative integer, got {str(value)[:40]!r}")
+        raise PayloadError(path, f"must be a non-negative integer, got {_preview(value)}")
     if number < 0:
         raise PayloadError(path, f"must be a non-negative integer, got {number}")
-    if number > MAX_COUNT:
-        raise PayloadError(path, f"is larger than {MAX_COUNT}")
+    if number > maximum:
+        raise PayloadError(path, f"is larger than {maximum}")
     return number
 
 
@@ -229,8 +304,8 @@ def _seconds(value: Any, path: str) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise PayloadError(path, f"must be a number of seconds, not {_json_type(value)}")
     number = Decimal(value)
-    if number < 0 or number > Decimal(10**9):
-        raise PayloadError(path, f"must be between 0 and 1e9 seconds, got {number}")
+    if number < 0 or number > MAX_SECONDS:
+        raise PayloadError(path, f"must be between 0 and 1e9 seconds, got {_preview(value)}")
     if number.as_tuple().exponent < -9:
         # DynamoDB keeps at most 38 significant digits; nanoseconds are plenty.
         number = number.quantize(Decimal("0.000000001"))
@@ -247,6 +322,8 @@ def parse_timestamp(value: Any, path: str) -> str | None:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise PayloadError(path, f"is not an ISO 8601 time: {value!r}") from None
+    except OverflowError:
+        raise PayloadError(path, f"is out of range: {value!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     moment = moment.astimezone(UTC)
@@ -270,6 +347,10 @@ def _url(parent: dict, key: str, path: str) -> str | None:
 def _pr_context(event_type: str, payload: dict) -> tuple[int, str | None]:
     """Find the upstream PR number and head SHA for each kind of event."""
     pull_request = payload.get("pull_request")
+    if pull_request is not None and not isinstance(pull_request, dict):
+        raise PayloadError(
+            "untrusted.callback_payload.payload.pull_request", f"must be an object, not {_json_type(pull_request)}"
+        )
     if isinstance(pull_request, dict):
         number = parse_count(pull_request.get("number"), "untrusted.callback_payload.payload.pull_request.number")
         head = pull_request.get("head") if isinstance(pull_request.get("head"), dict) else {}
@@ -330,7 +411,7 @@ def _environment(workflow: dict) -> str | None:
         raise PayloadError(
             "untrusted.callback_payload.workflow.environment", f"must be an object, not {_json_type(value)}"
         )
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    text = jsontext.dumps(value)
     if len(text.encode("utf-8")) > MAX_ENVIRONMENT_BYTES:
         raise PayloadError(
             "untrusted.callback_payload.workflow.environment", f"is larger than {MAX_ENVIRONMENT_BYTES} bytes"
@@ -345,6 +426,7 @@ def build_record(document: dict) -> Callback:
     `untrusted` can override the repository, its level or the timings.
     """
     trusted = _object(document, "trusted", "trusted")
+    _check_strings_and_depth(trusted, "trusted")
     repo = _text(trusted, "verified_repo", "trusted.verified_repo", required=True)
     if not REPO_PATTERN.match(repo):
         raise PayloadError("trusted.verified_repo", f"must be owner/repo, got {repo[:80]!r}")
@@ -352,8 +434,13 @@ def build_record(document: dict) -> Callback:
     metrics = _object(trusted, "ci_metrics", "trusted.ci_metrics", required=False)
 
     untrusted = _object(document, "untrusted", "untrusted")
-    callback = _object(untrusted, "callback_payload", "untrusted.callback_payload")
     base = "untrusted.callback_payload"
+    callback = _object(untrusted, "callback_payload", base)
+    for key, value in callback.items():
+        # The upstream webhook body is not stored, so only what is read from
+        # it below is checked.
+        if key != "payload":
+            _check_strings_and_depth(value, f"{base}.{key}")
     delivery_id = _text(callback, "delivery_id", f"{base}.delivery_id", required=True, max_chars=MAX_KEY_PART_CHARS)
     event_type = _text(callback, "event_type", f"{base}.event_type", max_chars=64) or ""
     payload = _object(callback, "payload", f"{base}.payload", required=False)
@@ -366,23 +453,26 @@ def build_record(document: dict) -> Callback:
     workflow_name = _text(workflow, "name", f"{wpath}.name", required=True, max_chars=MAX_KEY_PART_CHARS)
     job_name = _text(workflow, "job_name", f"{wpath}.job_name", required=True, max_chars=MAX_KEY_PART_CHARS)
     check_run_id = _id_text(workflow, "check_run_id", f"{wpath}.check_run_id", required=True)
+    key = dynamo_key(repo, delivery_id, workflow_name, job_name, check_run_id)
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise PayloadError(
+            f"{base}.delivery_id, {wpath}.name, {wpath}.job_name",
+            f"together make a dynamoKey longer than {MAX_KEY_BYTES} UTF-8 bytes",
+        )
     run_id = _id_text(workflow, "run_id", f"{wpath}.run_id")
-    run_attempt = parse_count(workflow.get("run_attempt"), f"{wpath}.run_attempt")
+    run_attempt = parse_count(workflow.get("run_attempt"), f"{wpath}.run_attempt", maximum=MAX_RUN_ATTEMPT)
     if run_attempt == 0:
         raise PayloadError(f"{wpath}.run_attempt", "must be 1 or more")
-
-    schema_version = workflow.get("schema_version")
-    if schema_version is not None and not isinstance(schema_version, str):
-        schema_version = str(schema_version)
-    if schema_version not in SCHEMA_VERSIONS:
-        _log_schema_version_once(repo, schema_version)
+    schema_version = _schema_version(workflow, f"{wpath}.schema_version")
 
     upstream = payload.get("repository") if isinstance(payload.get("repository"), dict) else {}
     upstream_repo = _text(upstream, "full_name", f"{base}.payload.repository.full_name") or settings.OOT_UPSTREAM_REPO
+    if not REPO_PATTERN.match(upstream_repo):
+        raise PayloadError(f"{base}.payload.repository.full_name", f"must be owner/repo, got {upstream_repo[:80]!r}")
     pr_number, head_sha = _pr_context(event_type, payload)
 
     record: dict[str, Any] = {
-        "dynamoKey": dynamo_key(repo, delivery_id, workflow_name, job_name, check_run_id),
+        "dynamoKey": key,
         "status": status,
         "downstream_repo": repo,
         "upstream_repo": upstream_repo,
@@ -431,12 +521,39 @@ def build_record(document: dict) -> Callback:
         delivery_id=delivery_id,
         status=status,
         callback_token=token if isinstance(token, str) else None,
+        unknown_schema_version=schema_version if schema_version not in SCHEMA_VERSIONS else None,
     )
 
 
-def _log_schema_version_once(repo: str, version: str | None) -> None:
-    key = (repo, str(version))
-    if key in _logged_schema_versions:
-        return
-    _logged_schema_versions.add(key)
-    logger.warning("unknown schema_version repo=%s schema_version=%r; storing the callback as version 1", repo, version)
+def _schema_version(workflow: dict, path: str) -> str | None:
+    """Read schema_version as text; a number such as 1 or 1.0 is taken as its digits."""
+    value = workflow.get("schema_version")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise PayloadError(path, f"must be a string, not {_json_type(value)}")
+    text = value if isinstance(value, str) else str(value)
+    if len(text) > MAX_SCHEMA_VERSION_CHARS:
+        raise PayloadError(path, f"is longer than {MAX_SCHEMA_VERSION_CHARS} characters")
+    return text
+
+
+def log_unknown_schema_version(repo: str, version: str) -> None:
+    """Log a stored callback's unknown schema version once per repository and version.
+
+    Redis remembers which pairs were logged, so several processes and restarts
+    log each pair once; without Redis, each process logs it once.
+    """
+    pair = (repo.lower(), version)
+    with _schema_versions_lock:
+        if pair in _logged_schema_versions:
+            return
+        if len(_logged_schema_versions) >= MAX_REMEMBERED_SCHEMA_VERSIONS:
+            _logged_schema_versions.clear()
+        _logged_schema_versions.add(pair)
+    try:
+        first = counters.redis_client().sadd(SCHEMA_VERSIONS_SEEN_KEY, f"{pair[0]} {version}") == 1
+    except RedisError:
+        first = True
+    if first:
+        logger.warning("unknown schema_version repo=%s schema_version=%r; stored as version 1", repo, version)

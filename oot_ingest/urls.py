@@ -3,13 +3,16 @@
 Only absolute http(s) URLs with a host pass. Browsers forgive a lot (tabs
 inside a scheme, backslashes, leading spaces), so anything a browser might
 read differently from `urlsplit` is rejected outright instead of cleaned.
+The scheme is matched case-insensitively, as RFC 3986 says it is.
 """
 
 import re
 from urllib.parse import urlsplit
 
 MAX_URL_CHARS = 2048
+SCHEMES = ("http", "https")
 HOST_PATTERN = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^\[[0-9A-Fa-f:.]+\]$")
+PORT_PATTERN = re.compile(r"^[0-9]{0,5}$")
 FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x20\x7f-\x9f\\<>\"'`]")
 
 
@@ -23,19 +26,35 @@ def check_http_url(value: str) -> str:
         raise UrlError(f"URL is longer than {MAX_URL_CHARS} characters")
     if FORBIDDEN_CHARACTERS.search(value):
         raise UrlError("URL contains whitespace, control characters, quotes or backslashes")
-    if not (value.startswith("http://") or value.startswith("https://")):
+    scheme, separator, rest = value.partition("://")
+    if not separator or scheme.lower() not in SCHEMES:
         raise UrlError("URL must start with http:// or https://")
 
-    parts = urlsplit(value)
-    if "@" in parts.netloc:
+    # The authority ends at the first "/", "?" or "#", as in every browser.
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
         raise UrlError("URL must not contain user information before the host")
-    host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
-    if not host or not HOST_PATTERN.match(host) or host.startswith(".") or ".." in host:
+    if authority.startswith("["):
+        host, _bracket, port = authority.partition("]")
+        host += "]"
+        if port and not port.startswith(":"):
+            raise UrlError("URL has no valid host")
+        port = port[1:]
+    else:
+        host, _colon, port = authority.partition(":")
+    if not HOST_PATTERN.match(host) or host.startswith(".") or ".." in host:
         raise UrlError("URL has no valid host")
+    if not PORT_PATTERN.match(port) or (port and int(port) > 65535):
+        raise UrlError("URL has an invalid port")
+
     try:
-        parts.port  # noqa: B018 - raises ValueError on a port out of range
+        # The standard parser must agree on the host; it also rejects
+        # malformed IPv6 literals.
+        parsed_host = urlsplit(value).netloc
     except ValueError:
-        raise UrlError("URL has an invalid port") from None
+        raise UrlError("URL has no valid host") from None
+    if parsed_host != authority:
+        raise UrlError("URL has no valid host")
     return value
 
 
