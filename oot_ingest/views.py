@@ -14,11 +14,12 @@ from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import get_usage
 from redis.exceptions import RedisError
 
-from oot_ingest import counters, policy
+from oot_ingest import counters, oidc, policy, provenance
 from oot_ingest.allowlist import allowlist_document
 from oot_ingest.dynamo import DynamoUnavailable, RecordRejected, now_iso, write_record
 from oot_ingest.models import RejectedRequest
 from oot_ingest.payload import (
+    Callback,
     PayloadError,
     build_record,
     decode_body,
@@ -189,16 +190,16 @@ def results(request: HttpRequest) -> HttpResponse:
 def _accept(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
         raise Rejection(405, f"method {request.method} is not allowed; use POST")
-    if not policy.token_configured():
-        raise Rejection(503, "no relay token is configured; set OOT_RELAY_TOKEN or create one in admin", retry_after=60)
-    if not policy.check_token(_presented_token(request)):
-        raise Rejection(401, "missing or invalid relay token in X-OOT-Relay-Token")
+    identity = _authenticate(request)
 
     raw = _read_body(request)
     _check_content_type(request)
     document = None
     try:
         document = decode_body(raw)
+        if identity is not None:
+            entry = policy.allowlist_entry(identity.repository)
+            document = oidc.trusted_document(document, identity, entry.level if entry else None)
         callback = build_record(document)
     except PayloadError as error:
         raise Rejection(400, str(error), *request_ids(document)) from None
@@ -207,10 +208,16 @@ def _accept(request: HttpRequest) -> JsonResponse:
     refusal = policy.admission_error(repo)
     if refusal:
         raise Rejection(403, refusal, repo, delivery_id)
+    if identity is not None:
+        _pin_repository_id(identity, delivery_id)
+    check = _check_provenance(callback)
     _check_rate_limit(request, repo, delivery_id)
+    _reserve_transition(check, callback)
 
+    written = False
     try:
         result = write_record(callback.record)
+        written = True
     except DynamoUnavailable as error:
         raise Rejection(
             503,
@@ -221,6 +228,9 @@ def _accept(request: HttpRequest) -> JsonResponse:
         ) from None
     except RecordRejected as error:
         raise Rejection(400, f"DynamoDB rejected the record: {error}", repo, delivery_id) from None
+    finally:
+        # Releases the reservation when nothing was written, so a retry can pass.
+        provenance.finish_transition(check, written=written)
 
     counters.record_callback(f"callbacks_{result.outcome}", repo, now_iso())
     if callback.unknown_schema_version is not None:
@@ -234,6 +244,105 @@ def _accept(request: HttpRequest) -> JsonResponse:
         result.status,
     )
     return JsonResponse({"ok": True, "status": result.status, "dynamoKey": callback.key})
+
+
+def _check_relay_token(request: HttpRequest) -> None:
+    if not policy.token_configured():
+        raise Rejection(503, "no relay token is configured; set OOT_RELAY_TOKEN or create one in admin", retry_after=60)
+    if not policy.check_token(_presented_token(request)):
+        raise Rejection(401, "missing or invalid relay token in X-OOT-Relay-Token")
+
+
+def _authenticate(request: HttpRequest) -> oidc.OidcIdentity | None:
+    """Check the relay token, or with direct reporting an OIDC bearer token; return the OIDC identity if any.
+
+    A request with a relay token header always goes the relay way, so a
+    relay keeps working unchanged when direct reporting is enabled.
+    """
+    presented = _presented_token(request)
+    bearer = oidc.bearer_token(request) if settings.OOT_DIRECT_REPORTING else None
+    if bearer is not None and not presented:
+        try:
+            return oidc.verify_token(bearer)
+        except oidc.OidcError as error:
+            retry_after = DYNAMODB_RETRY_AFTER_SECONDS if error.status == 503 else None
+            raise Rejection(error.status, error.message, retry_after=retry_after) from None
+
+    if settings.OOT_DIRECT_REPORTING and not presented and not policy.token_configured():
+        raise Rejection(401, "missing token: send an OIDC token as Bearer or a relay token in X-OOT-Relay-Token")
+    _check_relay_token(request)
+    return None
+
+
+def _pin_repository_id(identity: oidc.OidcIdentity, delivery_id: str) -> None:
+    try:
+        oidc.pin_repository_id(identity)
+    except oidc.OidcError as error:
+        retry_after = DYNAMODB_RETRY_AFTER_SECONDS if error.status == 503 else None
+        raise Rejection(error.status, error.message, identity.repository, delivery_id, retry_after) from None
+
+
+def _check_provenance(callback: Callback) -> provenance.ProvenanceCheck:
+    """Apply the backend's provenance mode to the callback token (403 when enforced)."""
+    mode = provenance.mode_for(policy.allowlist_entry(callback.repo))
+    try:
+        return provenance.check_callback(callback, mode)
+    except provenance.ProvenanceError as error:
+        retry_after = DYNAMODB_RETRY_AFTER_SECONDS if error.status == 503 else None
+        raise Rejection(error.status, error.message, callback.repo, callback.delivery_id, retry_after) from None
+
+
+def _reserve_transition(check: provenance.ProvenanceCheck, callback: Callback) -> None:
+    """Reserve the job's transition when provenance is enforced (409 on a replay or a backwards move)."""
+    try:
+        provenance.reserve_transition(check)
+    except provenance.ProvenanceError as error:
+        retry_after = DYNAMODB_RETRY_AFTER_SECONDS if error.status == 503 else None
+        raise Rejection(error.status, error.message, callback.repo, callback.delivery_id, retry_after) from None
+
+
+@csrf_exempt
+def callback_tokens(request: HttpRequest) -> HttpResponse:
+    """Mint a callback token for one dispatch, for the relay."""
+    try:
+        return _mint(request)
+    except Rejection as rejection:
+        _log_rejection(rejection)
+        return _error_response(rejection)
+
+
+def _mint(request: HttpRequest) -> JsonResponse:
+    if request.method != "POST":
+        raise Rejection(405, f"method {request.method} is not allowed; use POST")
+    _check_relay_token(request)
+
+    raw = _read_body(request)
+    _check_content_type(request)
+    try:
+        mint_request = provenance.parse_mint_request(decode_body(raw))
+    except PayloadError as error:
+        raise Rejection(400, str(error)) from None
+
+    refusal = policy.admission_error(mint_request.repository)
+    if refusal:
+        raise Rejection(403, refusal, mint_request.repository, mint_request.delivery_id)
+
+    token, expires_at = provenance.mint_token(
+        delivery_id=mint_request.delivery_id,
+        repository=mint_request.repository,
+        pr_number=mint_request.pr_number,
+        head_sha=mint_request.head_sha,
+        dispatched_at=mint_request.dispatched_at,
+    )
+    counters.increment("callback_tokens_minted")
+    logger.info(
+        "callback token minted repo=%s delivery_id=%s pr_number=%s",
+        mint_request.repository,
+        mint_request.delivery_id,
+        mint_request.pr_number,
+    )
+    expires = expires_at.isoformat().replace("+00:00", "Z")
+    return JsonResponse({"ok": True, "callback_token": token, "expires_at": expires})
 
 
 def allowlist(request: HttpRequest) -> HttpResponse:
