@@ -1,4 +1,4 @@
-"""The callback API: `POST /api/oot/results` and `GET /api/oot/allowlist`.
+"""The callback API: `POST /api/oot/results`, `POST /api/oot/callback-tokens` and `GET /api/oot/allowlist`.
 
 When several errors apply, the first of this order wins: 405, 503 (no token
 configured), 401, 413, 400, 403, 429, 409, 503 (DynamoDB).
@@ -175,7 +175,7 @@ def _check_rate_limit(request: HttpRequest, repo: str, delivery_id: str) -> None
 
 @csrf_exempt
 def results(request: HttpRequest) -> HttpResponse:
-    """Accept one relay callback and upsert its record."""
+    """Accept one callback, from the relay or by direct reporting, and upsert its record."""
     try:
         return _accept(request)
     except Rejection as rejection:
@@ -293,7 +293,7 @@ def _check_provenance(callback: Callback) -> provenance.ProvenanceCheck:
 
 
 def _reserve_transition(check: provenance.ProvenanceCheck, callback: Callback) -> None:
-    """Reserve the job's transition when provenance is enforced (409 on a replay or a backwards move)."""
+    """Reserve the job's transition under enforce: 409 on a replay or backwards move, 403 on a used token."""
     try:
         provenance.reserve_transition(check)
     except provenance.ProvenanceError as error:
