@@ -120,6 +120,13 @@ OOT_UPSTREAM_REPO = env_str("OOT_UPSTREAM_REPO", "pytorch/pytorch")
 # Callbacks a minute per repository when the repository has no rate limit of
 # its own in admin. Development and benchmark runs raise it explicitly.
 OOT_DEFAULT_RATE_LIMIT = env_int("OOT_DEFAULT_RATE_LIMIT", 100, minimum=1)
+# django-ratelimit counts callbacks in the Redis cache. There is deliberately
+# no variable to turn it off: raise OOT_DEFAULT_RATE_LIMIT instead. The system
+# checks oot_ingest.E001-E004 report a disabled or unusable configuration.
+RATELIMIT_ENABLE = True
+RATELIMIT_USE_CACHE = "default"
+# Days the rejection log keeps an entry; `manage.py prune_rejections` deletes older ones.
+OOT_REJECTION_RETENTION_DAYS = env_int("OOT_REJECTION_RETENTION_DAYS", 30, minimum=1)
 
 # Replication.
 REPLICATOR_INTERVAL_SECONDS = env_float("REPLICATOR_INTERVAL_SECONDS", 1.0)

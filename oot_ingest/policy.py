@@ -2,20 +2,31 @@
 
 Lookups are cached in process memory for POLICY_CACHE_SECONDS, so a callback
 costs no SQL query in the common case. A change made in admin clears this
-process's cache at once and reaches other processes within that time.
+process's cache at once and reaches other processes within that time, so a
+revoked token or a removed repository may still pass in another process for
+up to POLICY_CACHE_SECONDS.
 """
 
+import hashlib
 import hmac
+import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
+from django.http import HttpRequest
 from django.utils import timezone
+from django_ratelimit.core import get_usage
+from redis.exceptions import RedisError
 
+from oot_ingest import counters
+from oot_ingest.allowlist import allowlist_document
 from oot_ingest.models import AllowlistEntry, RateLimit, RelayToken, token_digest
 from oot_ingest.vocabulary import REPORTING_LEVELS
 
@@ -23,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 POLICY_CACHE_SECONDS = 5.0
 TOKEN_LAST_USED_INTERVAL_SECONDS = 60
+RATE_LIMIT_GROUP = "oot-callbacks"
+RATE_LIMIT_PERIOD_SECONDS = 60
+# While Redis is unreachable, one warning per this many seconds and process.
+UNAVAILABLE_WARNING_INTERVAL_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -33,19 +48,30 @@ class Policy:
     rate_limits: dict[str, int]
     token_digests: dict[str, int]  # digest -> RelayToken id, active tokens only
     loaded_at: float
+    # The JSON body and ETag of GET /api/oot/allowlist, built on first use.
+    allowlist_json: list = field(default_factory=list)
 
 
 _lock = threading.Lock()
 _snapshot: Policy | None = None
-_last_used_written: dict[int, float] = {}
+# Token digest -> monotonic time of this process's last last_used_at write.
+_last_used_written: dict[str, float] = {}
+
+
+def _fresh(snapshot: Policy | None) -> bool:
+    return snapshot is not None and time.monotonic() - snapshot.loaded_at < POLICY_CACHE_SECONDS
 
 
 def current_policy() -> Policy:
+    """Return the cached policy snapshot, reloading it from the database when it is older than the cache time."""
     global _snapshot
     snapshot = _snapshot
-    if snapshot is not None and time.monotonic() - snapshot.loaded_at < POLICY_CACHE_SECONDS:
+    if _fresh(snapshot):
         return snapshot
     with _lock:
+        # Another thread may have reloaded while this one waited for the lock.
+        if _fresh(_snapshot):
+            return _snapshot
         snapshot = Policy(
             allowlist={entry.repository.lower(): entry for entry in AllowlistEntry.objects.all()},
             rate_limits={limit.repository.lower(): limit.per_minute for limit in RateLimit.objects.all()},
@@ -77,7 +103,10 @@ def token_configured() -> bool:
 
 
 def check_token(presented: str | None) -> bool:
-    """Compare a presented relay token with the configured ones in constant time."""
+    """Compare a presented relay token with the configured ones in constant time.
+
+    Both OOT_RELAY_TOKEN and every active admin token are accepted.
+    """
     if not presented or not presented.isascii():
         return False
     presented_bytes = presented.encode("ascii")
@@ -92,16 +121,24 @@ def check_token(presented: str | None) -> bool:
     token_id = current_policy().token_digests.get(digest)
     if token_id is None:
         return False
-    _touch_token(token_id)
+    _touch_token(token_id, digest)
     return True
 
 
-def _touch_token(token_id: int) -> None:
+def _touch_token(token_id: int, digest: str) -> None:
+    """Set the token's last_used_at, at most once a minute.
+
+    The in-process memo saves a query on most callbacks; the conditional
+    UPDATE keeps several processes to one write a minute as well.
+    """
     now = time.monotonic()
-    if now - _last_used_written.get(token_id, -1e9) < TOKEN_LAST_USED_INTERVAL_SECONDS:
+    if now - _last_used_written.get(digest, -1e9) < TOKEN_LAST_USED_INTERVAL_SECONDS:
         return
-    _last_used_written[token_id] = now
-    RelayToken.objects.filter(pk=token_id).update(last_used_at=timezone.now())
+    _last_used_written[digest] = now
+    threshold = timezone.now() - timedelta(seconds=TOKEN_LAST_USED_INTERVAL_SECONDS)
+    RelayToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=threshold), pk=token_id).update(
+        last_used_at=timezone.now()
+    )
 
 
 def admission_error(repo: str) -> str | None:
@@ -121,5 +158,92 @@ def allowlist_entry(repo: str) -> AllowlistEntry | None:
 
 
 def rate_limit_for(repo: str) -> int:
-    """Return the repository's callbacks a minute: its own limit, else the default."""
+    """Return the repository's callbacks a minute: its own limit, else OOT_DEFAULT_RATE_LIMIT."""
     return current_policy().rate_limits.get(repo.lower(), settings.OOT_DEFAULT_RATE_LIMIT)
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    """The outcome of counting one callback against its repository's budget."""
+
+    limit: int
+    limited: bool = False
+    retry_after: int = 0
+    checked: bool = True
+
+
+def consume_rate_limit(request: HttpRequest, repo: str) -> RateDecision:
+    """Count one callback for `repo` in the current one-minute window and tell whether it is over the limit.
+
+    Counters live in the cache named by RATELIMIT_USE_CACHE (Redis), keyed by
+    the lower-case repository, so each repository has its own budget. The
+    window is django-ratelimit's fixed window, and the limit is part of the
+    counter key, so changing a repository's limit starts it a new count.
+    When Redis is unreachable the callback is admitted (fail open): the relay
+    limits its own traffic, and losing results is worse than a burst.
+    """
+    limit = rate_limit_for(repo)
+    try:
+        usage = get_usage(
+            request,
+            group=RATE_LIMIT_GROUP,
+            key=lambda _group, _request: repo.lower(),
+            rate=(limit, RATE_LIMIT_PERIOD_SECONDS),
+            increment=True,
+        )
+    except RedisError as error:
+        _note_unavailable(repo, str(error))
+        return RateDecision(limit, checked=False)
+
+    if usage is None:
+        # RATELIMIT_ENABLE is False; the system check oot_ingest.E001 reports it.
+        return RateDecision(limit, checked=False)
+    if usage["limit"] == 0:
+        # django-ratelimit reports a counter it could not read or write as
+        # limit 0; limits here are at least 1, so this is the cache failing.
+        _note_unavailable(repo, "the rate-limit counter could not be read or written")
+        return RateDecision(limit, checked=False)
+    if usage["should_limit"]:
+        return RateDecision(limit, limited=True, retry_after=max(1, usage["time_left"]))
+    return RateDecision(limit)
+
+
+_unavailable_lock = threading.Lock()
+_unavailable_count = 0
+_unavailable_warned_at = -1e9
+
+
+def rate_limit_unavailable_count() -> int:
+    """Return how many callbacks this process admitted without a rate-limit check."""
+    return _unavailable_count
+
+
+def _note_unavailable(repo: str, error: str) -> None:
+    """Count a callback admitted unchecked; warn once a minute with the number since the last warning."""
+    global _unavailable_count, _unavailable_warned_at
+    with _unavailable_lock:
+        _unavailable_count += 1
+        now = time.monotonic()
+        warn = now - _unavailable_warned_at >= UNAVAILABLE_WARNING_INTERVAL_SECONDS
+        if warn:
+            _unavailable_warned_at = now
+        total = _unavailable_count
+    # The shared counter is in Redis as well, so it is lost while Redis is
+    # down; the process counter above and the log line are not.
+    counters.increment("rate_limit_unavailable")
+    if warn:
+        logger.warning(
+            "rate limit not checked, callback admitted repo=%s unchecked_in_process=%d error=%s", repo, total, error
+        )
+
+
+def allowlist_body() -> tuple[bytes, str]:
+    """Return the JSON body of GET /api/oot/allowlist and its strong ETag, cached with the policy snapshot."""
+    snapshot = current_policy()
+    if not snapshot.allowlist_json:
+        document = allowlist_document(snapshot.allowlist.values())
+        body = json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        snapshot.allowlist_json[:] = [body, etag]
+    body, etag = snapshot.allowlist_json
+    return body, etag

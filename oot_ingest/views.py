@@ -4,18 +4,14 @@ When several errors apply, the first of this order wins: 405, 503 (no token
 configured), 401, 413, 400, 403, 429, 409, 503 (DynamoDB).
 """
 
-import hashlib
-import json
 import logging
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.http import parse_etags
 from django.views.decorators.csrf import csrf_exempt
-from django_ratelimit.core import get_usage
-from redis.exceptions import RedisError
 
 from oot_ingest import counters, oidc, policy, provenance
-from oot_ingest.allowlist import allowlist_document
 from oot_ingest.dynamo import DynamoUnavailable, RecordRejected, now_iso, write_record
 from oot_ingest.models import RejectedRequest
 from oot_ingest.payload import (
@@ -151,25 +147,15 @@ def _check_content_type(request: HttpRequest) -> None:
 
 
 def _check_rate_limit(request: HttpRequest, repo: str, delivery_id: str) -> None:
-    rate = f"{policy.rate_limit_for(repo)}/m"
-    try:
-        usage = get_usage(
-            request, group="oot-callbacks", key=lambda _group, _request: repo.lower(), rate=rate, increment=True
-        )
-    except RedisError as error:
-        # The relay limits callbacks too, so an unreachable Redis admits the
-        # callback rather than failing it; the counter makes that visible.
-        counters.increment("rate_limit_unavailable")
-        logger.warning("rate limit not checked, Redis unreachable repo=%s error=%s", repo, error)
-        return
-    if usage is not None and usage["should_limit"]:
-        retry_after = max(1, usage["time_left"])
+    decision = policy.consume_rate_limit(request, repo)
+    if decision.limited:
         raise Rejection(
             429,
-            f"repository {repo} is over its rate limit of {rate.replace('/m', ' callbacks a minute')}",
+            f"repository {repo} is over its rate limit of {decision.limit} callbacks a minute; "
+            f"retry after {decision.retry_after} s",
             repo,
             delivery_id,
-            retry_after=retry_after,
+            retry_after=decision.retry_after,
         )
 
 
@@ -346,13 +332,16 @@ def _mint(request: HttpRequest) -> JsonResponse:
 
 
 def allowlist(request: HttpRequest) -> HttpResponse:
-    """Serve the allowlist as JSON grouped by level, for the relay."""
+    """Serve the enabled allowlist as JSON grouped by level, for the relay; 304 when If-None-Match matches."""
     if request.method not in ("GET", "HEAD"):
-        return JsonResponse({"ok": False, "error": f"method {request.method} is not allowed; use GET"}, status=405)
-    document = allowlist_document()
-    body = json.dumps(document, sort_keys=True).encode("utf-8")
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    if request.META.get("HTTP_IF_NONE_MATCH") == etag:
+        response = JsonResponse({"ok": False, "error": f"method {request.method} is not allowed; use GET"}, status=405)
+        response["Allow"] = "GET, HEAD"
+        return response
+
+    body, etag = policy.allowlist_body()
+    presented = parse_etags(request.META.get("HTTP_IF_NONE_MATCH", ""))
+    # If-None-Match uses the weak comparison, so W/"x" matches "x".
+    if "*" in presented or etag in (tag.removeprefix("W/") for tag in presented):
         response = HttpResponse(status=304)
     else:
         response = HttpResponse(body, content_type="application/json")

@@ -6,6 +6,7 @@ session by the tests.services plugin.
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from django.conf import settings
 from oot_ingest import dynamo, policy
 from oot_ingest.allowlist import import_allowlist
 from oot_ingest.counters import redis_client
+from oot_ingest.models import AllowlistEntry
 from replicator import clickhouse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,3 +162,43 @@ def clickhouse_rows(where: str = "1", parameters: dict | None = None) -> list[di
 @pytest.fixture
 def body_factory():
     return lambda *args, **kwargs: copy.deepcopy(callback_body(*args, **kwargs))
+
+
+@dataclass
+class PolicyWorld:
+    """Allowlist entries at every level, a repository that is not listed, and the people who use admin."""
+
+    l1: AllowlistEntry
+    l2: AllowlistEntry
+    l3: AllowlistEntry
+    l4: AllowlistEntry
+    disabled: AllowlistEntry
+    unknown: str
+    staff: object
+    member: object
+
+
+@pytest.fixture
+def policy_world(db, django_user_model):
+    """Backends at L2, L3 and L4, an L1 and a disabled repository, an unknown one, a superuser and a non-staff user.
+
+    Anonymous visitors use the plain `client` fixture.
+    """
+    world = PolicyWorld(
+        l1=AllowlistEntry.objects.create(repository="example-labs/torch-riscv", level="L1"),
+        l2=AllowlistEntry.objects.create(
+            repository="acme-ai/torch-npu", level="L2", oncalls="npu-oncall-a, npu-oncall-b"
+        ),
+        l3=AllowlistEntry.objects.create(
+            repository="contoso/xpu-backend", level="L3", device="xpu", oncalls="xpu-oncall"
+        ),
+        l4=AllowlistEntry.objects.create(repository="initech/rocm-ci", level="L4", oncalls="rocm-oncall"),
+        disabled=AllowlistEntry.objects.create(repository="fabrikam/tpu-bridge", level="L2", enabled=False),
+        unknown="nobody/unlisted-backend",
+        # No passwords: hashing one costs about a second, and tests sign in with force_login.
+        staff=django_user_model.objects.create_superuser("maintainer", "maintainer@example.org", None),
+        member=django_user_model.objects.create_user("visitor", "visitor@example.org", None),
+    )
+    policy.clear_policy_cache()
+    yield world
+    policy.clear_policy_cache()

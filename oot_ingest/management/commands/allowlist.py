@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from oot_ingest.allowlist import AllowlistError, export_allowlist, import_allowlist
+from oot_ingest.allowlist import COMMAND_ACTOR, AllowlistError, export_allowlist, import_allowlist
 
 
 class Command(BaseCommand):
@@ -13,24 +13,35 @@ class Command(BaseCommand):
         importer = sub.add_parser("import", help="Make the allowlist match a YAML file")
         importer.add_argument("path", help="Path of the YAML file")
         importer.add_argument("--keep", action="store_true", help="Keep entries that the file does not list")
+        importer.add_argument("--dry-run", action="store_true", help="Print what would change and change nothing")
         exporter = sub.add_parser("export", help="Print the allowlist as YAML, or write it to --output")
         exporter.add_argument("--output", help="File to write instead of standard output")
 
     def handle(self, *args, **options):
         if options["action"] == "import":
-            try:
-                text = Path(options["path"]).read_text(encoding="utf-8")
-            except OSError as error:
-                raise CommandError(f"cannot read {options['path']}: {error}") from None
-            try:
-                created, updated, removed = import_allowlist(text, prune=not options["keep"])
-            except AllowlistError as error:
-                raise CommandError(f"{options['path']}: {error}") from None
-            self.stdout.write(f"allowlist imported: {created} created, {updated} updated, {removed} removed")
+            self._import(options["path"], keep=options["keep"], dry_run=options["dry_run"])
             return
 
         text = export_allowlist()
         if options.get("output"):
-            Path(options["output"]).write_text(text, encoding="utf-8")
+            try:
+                Path(options["output"]).write_text(text, encoding="utf-8")
+            except OSError as error:
+                raise CommandError(f"cannot write {options['output']}: {error}") from None
         else:
             self.stdout.write(text, ending="")
+
+    def _import(self, path: str, *, keep: bool, dry_run: bool) -> None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise CommandError(f"cannot read {path}: {error}") from None
+        try:
+            result = import_allowlist(text, prune=not keep, dry_run=dry_run, actor=COMMAND_ACTOR)
+        except AllowlistError as error:
+            raise CommandError(f"{path}: {error}") from None
+
+        for label, repositories in (("create", result.created), ("update", result.updated), ("remove", result.removed)):
+            for repository in repositories:
+                self.stdout.write(f"  {label} {repository}", self.style.NOTICE if dry_run else None)
+        self.stdout.write(result.summary())
