@@ -28,19 +28,19 @@ from oot_ingest.models import (
 )
 from oot_ingest.vocabulary import LEVELS
 
-# Fields that the YAML format carries; an import compares and sets only these.
+# Fields that the YAML format carries. An import compares and sets only these.
 YAML_FIELDS = ("repository", "level", "device", "oncalls")
 
 
 class AllowlistError(ValueError):
-    """The YAML text is not a valid allowlist; the message names the key or line."""
+    """The YAML text is not a valid allowlist. The message names the key or line."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that rejects a key repeated in one mapping.
 
-    PyYAML keeps the last value of a repeated key without a word, which would
-    hide a repository listed twice under the same device.
+    PyYAML silently keeps the last value of a repeated key, which would hide a
+    repository listed twice under the same device.
     """
 
     def construct_mapping(self, node, deep=False):
@@ -106,7 +106,7 @@ def _oncalls(value, place: str) -> list[str]:
 
     for handle in handles:
         if not ONCALL_PATTERN.match(handle):
-            raise AllowlistError(f"{place}: oncall {handle!r} is not a handle (no spaces or commas inside one)")
+            raise AllowlistError(f"{place}: oncall {handle!r} is not a valid handle, which has no spaces or commas")
     if len(", ".join(handles)) > ONCALLS_MAX_CHARS:
         raise AllowlistError(f"{place}: the oncall list is longer than {ONCALLS_MAX_CHARS} characters")
     return handles
@@ -259,8 +259,8 @@ def import_allowlist(
 def export_allowlist(entries=None) -> str:
     """Write allowlist entries (all of them by default) in the upstream YAML format.
 
-    Disabled entries are written too, because the format cannot mark them;
-    the empty allowlist is the empty string.
+    Disabled entries are written too, because the format cannot mark them.
+    An empty allowlist is written as the empty string.
     """
     if entries is None:
         entries = AllowlistEntry.objects.all()

@@ -1,7 +1,9 @@
 """System checks that keep the callback rate limit from being turned off without a word.
 
-They run with every manage.py command and at server start. Errors stop
-`manage.py runserver`, `migrate` and `check`; the warning only prints.
+Django runs them with manage.py commands such as `check`, `migrate` and
+`runserver`, and an error stops those commands. The warning only prints.
+Gunicorn runs no system checks, so oot_ingest.policy also logs a disabled
+rate limit on the first callback.
 """
 
 from django.conf import settings

@@ -18,9 +18,9 @@ from django.utils import timezone
 
 from oot_ingest.vocabulary import LEVELS
 
-# GitHub's rules: an owner has 1-39 letters, digits or hyphens and does not
-# start with a hyphen; a repository name has 1-100 letters, digits, ".", "-"
-# or "_" and is not "." or "..".
+# GitHub's naming rules. An owner has 1-39 letters, digits or hyphens and does
+# not start with a hyphen. A repository name has 1-100 letters, digits, ".",
+# "-" or "_" and is not "." or "..".
 REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/(?!\.\.?$)[A-Za-z0-9._-]{1,100}$")
 # An oncall is a GitHub handle or team, so it has no comma and no whitespace.
 ONCALL_PATTERN = re.compile(r"^[^\s,]{1,100}$")
@@ -259,7 +259,7 @@ class PolicyChange(models.Model):
 
 @dataclass(frozen=True)
 class Actor:
-    """Who makes a policy change: a signed-in user, or a management command (user None)."""
+    """The author of a policy change: a signed-in user, or a management command with user None."""
 
     user: object | None
     label: str

@@ -1,4 +1,4 @@
-"""Who may report and how often: relay tokens, the allowlist and rate limits.
+"""Admission of callbacks: relay tokens, the allowlist and per-repository rate limits.
 
 Lookups are cached in process memory for POLICY_CACHE_SECONDS, so a callback
 costs no SQL query in the common case. A change made in admin clears this
@@ -36,7 +36,7 @@ POLICY_CACHE_SECONDS = 5.0
 TOKEN_LAST_USED_INTERVAL_SECONDS = 60
 RATE_LIMIT_GROUP = "oot-callbacks"
 RATE_LIMIT_PERIOD_SECONDS = 60
-# While Redis is unreachable, one warning per this many seconds and process.
+# While Redis is unreachable, each process logs at most one warning in this many seconds.
 UNAVAILABLE_WARNING_INTERVAL_SECONDS = 60
 
 
@@ -128,7 +128,7 @@ def check_token(presented: str | None) -> bool:
 def _touch_token(token_id: int, digest: str) -> None:
     """Set the token's last_used_at, at most once a minute.
 
-    The in-process memo saves a query on most callbacks; the conditional
+    The in-process memo saves a query on most callbacks. The conditional
     UPDATE keeps several processes to one write a minute as well.
     """
     now = time.monotonic()
@@ -196,16 +196,30 @@ def consume_rate_limit(request: HttpRequest, repo: str) -> RateDecision:
         return RateDecision(limit, checked=False)
 
     if usage is None:
-        # RATELIMIT_ENABLE is False; the system check oot_ingest.E001 reports it.
+        # RATELIMIT_ENABLE is False. manage.py reports it as oot_ingest.E001,
+        # but gunicorn runs no system checks, so the log says it here too.
+        _log_disabled_once()
         return RateDecision(limit, checked=False)
     if usage["limit"] == 0:
-        # django-ratelimit reports a counter it could not read or write as
-        # limit 0; limits here are at least 1, so this is the cache failing.
+        # django-ratelimit returns limit 0 for a counter it could not read or
+        # write. Limits here are at least 1, so this is the cache failing.
         _note_unavailable(repo, "the rate-limit counter could not be read or written")
         return RateDecision(limit, checked=False)
     if usage["should_limit"]:
         return RateDecision(limit, limited=True, retry_after=max(1, usage["time_left"]))
     return RateDecision(limit)
+
+
+_disabled_logged = False
+
+
+def _log_disabled_once() -> None:
+    global _disabled_logged
+    if not _disabled_logged:
+        _disabled_logged = True
+        logger.error(
+            "rate limit disabled: RATELIMIT_ENABLE is False, so no callback is counted (check oot_ingest.E001)"
+        )
 
 
 _unavailable_lock = threading.Lock()
@@ -219,7 +233,7 @@ def rate_limit_unavailable_count() -> int:
 
 
 def _note_unavailable(repo: str, error: str) -> None:
-    """Count a callback admitted unchecked; warn once a minute with the number since the last warning."""
+    """Count a callback admitted unchecked, and log a warning with the process total at most once a minute."""
     global _unavailable_count, _unavailable_warned_at
     with _unavailable_lock:
         _unavailable_count += 1
@@ -228,8 +242,8 @@ def _note_unavailable(repo: str, error: str) -> None:
         if warn:
             _unavailable_warned_at = now
         total = _unavailable_count
-    # The shared counter is in Redis as well, so it is lost while Redis is
-    # down; the process counter above and the log line are not.
+    # The shared counter is in Redis as well, so it is lost while Redis is down.
+    # The process counter above and the log line still record the callback.
     counters.increment("rate_limit_unavailable")
     if warn:
         logger.warning(

@@ -107,7 +107,7 @@ def test_non_staff_user_cannot_import(client, policy_world):
     assert AllowlistEntry.objects.count() == 5
 
 
-def test_staff_without_permissions_cannot_import_or_export(client, policy_world, django_user_model):
+def test_import_export_need_permissions(client, policy_world, django_user_model):
     viewer = django_user_model.objects.create_user("viewer", password=None, is_staff=True)
     client.force_login(viewer)
 

@@ -96,3 +96,10 @@ def test_other_methods_get_405(client, policy_world, method):
     assert response.status_code == 405
     assert response["Allow"] == "GET, HEAD"
     assert response.json()["error"] == f"method {method.upper()} is not allowed; use GET"
+
+
+def test_head_gets_same_etag(client, policy_world):
+    response = client.head(URL)
+
+    assert response.status_code == 200
+    assert response["ETag"] == client.get(URL)["ETag"]

@@ -82,8 +82,8 @@ PARSE_ERRORS = [
     ("oncalls a number", "L2:\n  - acme/x: 5\n", "L2[0]: oncalls must be a string"),
     ("oncalls list of numbers", "L2:\n  - acme/x: [1, 2]\n", "L2[0]: oncalls must be a string"),
     ("oncalls a mapping", "L2:\n  - acme/x: {a: b}\n", "L2[0]: oncalls must be a string"),
-    ("oncall with a space", "L2:\n  - acme/x: [alice smith]\n", "L2[0]: oncall 'alice smith' is not a handle"),
-    ("oncall with a comma", "L2:\n  - acme/x: ['a,b', c]\n", "L2[0]: oncall 'a,b' is not a handle"),
+    ("oncall with a space", "L2:\n  - acme/x: [alice smith]\n", "L2[0]: oncall 'alice smith' is not a valid handle"),
+    ("oncall with a comma", "L2:\n  - acme/x: ['a,b', c]\n", "L2[0]: oncall 'a,b' is not a valid handle"),
     ("L3 a list", "L3:\n  - acme/x\n", "L3: must map device names to repositories, got a list"),
     ("L3 device a list", "L3:\n  xpu:\n    - acme/x\n", "L3.xpu: must map repositories to oncall lists, got a list"),
     ("L3 device a number", "L3:\n  910:\n    acme/x: []\n", "L3: device name 910 must be a non-empty string"),
@@ -146,7 +146,7 @@ def test_import_creates_entries_and_history(db):
     assert {change.actor for change in added} == {"manage.py allowlist"}
 
 
-def test_import_updates_level_and_keeps_settings_yaml_lacks(db):
+def test_import_keeps_fields_yaml_lacks(db):
     entry = AllowlistEntry.objects.create(
         repository="acme/x", level="L2", enabled=False, notes="paused by vendor", provenance="enforce"
     )

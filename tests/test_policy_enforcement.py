@@ -127,7 +127,7 @@ def test_admission_ignores_case_of_verified_repo(client, policy_world):
     assert response.status_code == 200
 
 
-def test_untrusted_fields_do_not_choose_the_repository(client, policy_world):
+def test_untrusted_repository_fields_ignored(client, policy_world):
     body = callback_body(repo=policy_world.unknown)
     body["untrusted"]["callback_payload"]["payload"]["repository"] = {"full_name": policy_world.l2.repository}
     body["untrusted"]["callback_payload"]["workflow"]["url"] = "https://github.com/acme-ai/torch-npu/actions/runs/1"
@@ -140,7 +140,7 @@ def test_untrusted_fields_do_not_choose_the_repository(client, policy_world):
 # Rate limits
 
 
-def test_forty_job_matrix_at_once_passes_default_limit(policy_world, clock, default_limit, monkeypatch, delivery_id):
+def test_forty_job_matrix_within_limit(policy_world, clock, default_limit, monkeypatch, delivery_id):
     repo = policy_world.l2.repository
     clock.now = window_start(repo)
     # Keep the policy snapshot loaded here, so worker threads never query the test database.
@@ -281,3 +281,17 @@ def test_redis_down_fails_open_with_warning_and_counter(
     warnings = [record for record in caplog.records if "rate limit not checked" in record.getMessage()]
     assert len(warnings) == 1, "repeated failures must log one warning a minute, not one per callback"
     assert f"repo={repo}" in warnings[0].getMessage()
+
+
+def test_disabled_rate_limit_logged(client, policy_world, settings, caplog, monkeypatch, delivery_id):
+    settings.RATELIMIT_ENABLE = False
+    settings.OOT_DEFAULT_RATE_LIMIT = 1
+    monkeypatch.setattr(policy, "_disabled_logged", False)
+    repo = policy_world.l2.repository
+
+    with caplog.at_level(logging.ERROR, logger="oot_ingest.policy"):
+        statuses = [post_callback(client, job_body(repo, index, delivery_id)).status_code for index in range(2)]
+
+    assert statuses == [200, 200]
+    errors = [record for record in caplog.records if "rate limit disabled" in record.getMessage()]
+    assert len(errors) == 1

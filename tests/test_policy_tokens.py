@@ -80,7 +80,7 @@ def test_admin_token_alone_is_enough(client, policy_world, settings):
     assert post_callback(client, body_for(policy_world), token="anything").status_code == 401
 
 
-def test_revoking_last_token_without_environment_token_gives_503(client, policy_world, settings):
+def test_no_active_token_gives_503(client, policy_world, settings):
     settings.OOT_RELAY_TOKEN = ""
     token, plain = RelayToken.issue("relay-only")
     token.revoke()
