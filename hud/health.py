@@ -4,18 +4,15 @@ import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from redis.exceptions import RedisError
 
 from oot_ingest import counters, dynamo
 from replicator import clickhouse
-from replicator.models import DeadLetter, ReplicatorStatus
+from replicator import status as replication_status
 
 logger = logging.getLogger(__name__)
-
-# Replication is "behind" when the last successful run is older than this.
-MAX_REPLICATION_AGE_SECONDS = 120
 
 
 def healthz(_request: HttpRequest) -> JsonResponse:
@@ -39,17 +36,11 @@ def _check_redis() -> str | None:
 
 
 def _replication() -> dict:
-    status = ReplicatorStatus.objects.order_by("-last_run_at").first()
-    if status is None or status.last_success_at is None:
-        return {"last_success_at": None, "age_seconds": None, "lag_seconds": None, "last_run_records": None}
-    age = (timezone.now() - status.last_success_at).total_seconds()
-    return {
-        "last_success_at": status.last_success_at.isoformat(),
-        "age_seconds": round(age, 1),
-        "lag_seconds": status.last_lag_seconds,
-        "last_run_records": status.last_run_records,
-        "behind": age > MAX_REPLICATION_AGE_SECONDS,
-    }
+    try:
+        return replication_status.snapshot()
+    except DatabaseError as error:
+        logger.warning("replication status unreadable: %s", error)
+        return {"last_success_at": None, "error": "replication status unreadable"}
 
 
 def readyz(_request: HttpRequest) -> JsonResponse:
@@ -86,21 +77,6 @@ def metrics(_request: HttpRequest) -> HttpResponse:
     lines.append(f"oot_rate_limit_unavailable_total {values.get('rate_limit_unavailable', 0)}")
 
     replication = _replication()
-    status = ReplicatorStatus.objects.order_by("-last_run_at").first()
-    lines.append("# HELP oot_replication_lag_seconds Stream record creation to ClickHouse insert, last run.")
-    lines.append("# TYPE oot_replication_lag_seconds gauge")
-    lines.append(f"oot_replication_lag_seconds {replication['lag_seconds'] or 0}")
-    lines.append("# HELP oot_replication_last_success_age_seconds Seconds since the last successful run.")
-    lines.append("# TYPE oot_replication_last_success_age_seconds gauge")
-    age = replication["age_seconds"]
-    lines.append(f"oot_replication_last_success_age_seconds {age if age is not None else -1}")
-    lines.append("# HELP oot_replication_records_last_run Stream records read by the last run.")
-    lines.append("# TYPE oot_replication_records_last_run gauge")
-    lines.append(f"oot_replication_records_last_run {status.last_run_records if status else 0}")
-    lines.append("# HELP oot_replication_records_total Stream records read in all runs.")
-    lines.append("# TYPE oot_replication_records_total counter")
-    lines.append(f"oot_replication_records_total {status.total_records if status else 0}")
-    lines.append("# HELP oot_dead_letters Stream records that could not be converted.")
-    lines.append("# TYPE oot_dead_letters gauge")
-    lines.append(f"oot_dead_letters {DeadLetter.objects.count()}")
+    if "error" not in replication:
+        lines.extend(replication_status.prometheus_lines(replication))
     return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")

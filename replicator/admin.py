@@ -1,22 +1,80 @@
+"""Read-only admin pages for operators: replication status, checkpoints, dead letters and stream gaps."""
+
 from django.contrib import admin
 
-from replicator.models import DeadLetter, ReplicatorStatus, ShardCheckpoint
+from replicator.models import DeadLetter, ReplicatorStatus, ShardCheckpoint, StreamGap
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The replicator writes these rows; people only read them."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ReplicatorStatus)
+class ReplicatorStatusAdmin(ReadOnlyAdmin):
+    list_display = (
+        "stream_arn",
+        "last_success_at",
+        "last_lag_seconds",
+        "caught_up",
+        "last_run_records",
+        "last_run_rows",
+        "last_run_seconds",
+        "consecutive_failures",
+        "dead_letters",
+        "last_error",
+    )
+    readonly_fields = (
+        "stream_arn",
+        "last_run_at",
+        "last_success_at",
+        "last_lag_seconds",
+        "caught_up",
+        "last_run_records",
+        "last_run_rows",
+        "last_run_seconds",
+        "total_records",
+        "total_rows",
+        "consecutive_failures",
+        "failed_runs",
+        "last_error_at",
+        "last_error",
+    )
+
+    @admin.display(description="dead letters")
+    def dead_letters(self, _obj) -> int:
+        return DeadLetter.objects.count()
 
 
 @admin.register(ShardCheckpoint)
-class ShardCheckpointAdmin(admin.ModelAdmin):
-    list_display = ("shard_id", "parent_shard_id", "sequence_number", "finished", "updated_at", "stream_arn")
+class ShardCheckpointAdmin(ReadOnlyAdmin):
+    list_display = (
+        "shard_id",
+        "parent_shard_id",
+        "sequence_number",
+        "pending_sequence_number",
+        "last_record_at",
+        "finished",
+        "updated_at",
+        "stream_arn",
+    )
     list_filter = ("finished",)
     search_fields = ("shard_id", "stream_arn")
-    readonly_fields = ("stream_arn", "shard_id", "parent_shard_id", "sequence_number", "finished", "updated_at")
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "dynamo_key", "event_name", "reason", "shard_id")
-    search_fields = ("dynamo_key", "reason")
+class DeadLetterAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "source", "dynamo_key", "event_name", "reason", "shard_id", "sequence_number")
+    list_filter = ("source",)
+    search_fields = ("dynamo_key", "reason", "sequence_number")
     readonly_fields = (
         "created_at",
+        "source",
         "stream_arn",
         "shard_id",
         "sequence_number",
@@ -25,17 +83,21 @@ class DeadLetterAdmin(admin.ModelAdmin):
         "reason",
         "image",
     )
+    exclude = ("fingerprint",)
 
 
-@admin.register(ReplicatorStatus)
-class ReplicatorStatusAdmin(admin.ModelAdmin):
-    list_display = (
+@admin.register(StreamGap)
+class StreamGapAdmin(ReadOnlyAdmin):
+    list_display = ("detected_at", "shard_id", "since", "until", "reconciled_at", "records_upserted", "last_error")
+    list_filter = (("reconciled_at", admin.EmptyFieldListFilter),)
+    readonly_fields = (
+        "detected_at",
         "stream_arn",
-        "last_run_at",
-        "last_success_at",
-        "last_run_records",
-        "last_lag_seconds",
-        "total_records",
+        "shard_id",
+        "after_sequence_number",
+        "since",
+        "until",
+        "reconciled_at",
+        "records_upserted",
         "last_error",
     )
-    readonly_fields = list_display

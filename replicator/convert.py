@@ -1,12 +1,18 @@
 """Conversion of a DynamoDB record image into a ClickHouse row.
 
 Numbers arrive as exact decimals and leave as ints or floats; ISO 8601 times
-become timezone-aware UTC datetimes whatever the process time zone; a missing
-time becomes the epoch, which the queries read as "unknown".
+become timezone-aware UTC datetimes whatever the process time zone (the
+ClickHouse client turns a naive datetime into local time). A missing
+started_at becomes the epoch, which the queries read as "unknown": the
+duration is 0 and the record is placed in time by completed_at.
+
+A value the column cannot hold raises ConversionError, so the record goes
+to the dead-letter table instead of failing the whole batch's insert.
 """
 
+import json
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
@@ -14,6 +20,11 @@ from boto3.dynamodb.types import TypeDeserializer
 from oot_ingest.vocabulary import DELETED_RANK, STATUS_RANK
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The range of ClickHouse's DateTime64(9).
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2262, 4, 11, 23, 47, 16, tzinfo=UTC)
+UINT64_MAX = 2**64 - 1
+UINT32_MAX = 2**32 - 1
 REVISION_BITS = 40
 
 STRING_COLUMNS = (
@@ -72,6 +83,7 @@ def deserialize(image: dict) -> dict[str, Any]:
 
 
 def parse_time(value: Any, field: str) -> datetime:
+    """Parse an ISO 8601 time into an aware UTC datetime; a missing value becomes the epoch."""
     if value in (None, ""):
         return EPOCH
     if not isinstance(value, str):
@@ -82,7 +94,10 @@ def parse_time(value: Any, field: str) -> datetime:
         raise ConversionError(f"{field} is not an ISO 8601 time: {value!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    moment = moment.astimezone(UTC)
+    if not EARLIEST_TIME <= moment <= LATEST_TIME:
+        raise ConversionError(f"{field} is outside the range of DateTime64(9): {value!r}")
+    return moment
 
 
 def version(status: str, revision: int, deleted: bool = False) -> int:
@@ -91,40 +106,65 @@ def version(status: str, revision: int, deleted: bool = False) -> int:
     return (rank << REVISION_BITS) | min(revision, (1 << REVISION_BITS) - 1)
 
 
-def _count(item: dict, name: str) -> int:
+def _count(item: dict, name: str, maximum: int = UINT64_MAX) -> int:
     value = item.get(name)
     if value is None:
         return 0
-    if isinstance(value, Decimal) and value == value.to_integral_value() and value >= 0:
+    if isinstance(value, Decimal) and value == value.to_integral_value() and 0 <= value <= maximum:
         return int(value)
-    raise ConversionError(f"{name} is not a non-negative integer: {value!r}")
+    raise ConversionError(f"{name} is not an integer from 0 to {maximum}: {value!r}")
 
 
 def _seconds(item: dict, name: str) -> float | None:
     value = item.get(name)
     if value is None:
         return None
-    if isinstance(value, Decimal):
+    if isinstance(value, Decimal) and value.is_finite():
         return float(value)
     raise ConversionError(f"{name} is not a number: {value!r}")
 
 
+def _text(item: dict, name: str) -> str:
+    value = item.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Decimal) and value.is_finite():
+        return str(value)
+    if isinstance(value, (dict, list)):
+        # A JSON column (environment, failed_tests_json) written as a map or list.
+        return json.dumps(value, sort_keys=True, default=str)
+    raise ConversionError(f"{name} is not a string: {value!r}")
+
+
 def to_row(item: dict[str, Any], deleted: bool = False) -> list[Any]:
-    """Convert a deserialized record into a row in COLUMNS order."""
-    if not item.get("dynamoKey"):
+    """Convert a deserialized record into a row in COLUMNS order; raise ConversionError when it cannot be one."""
+    if not item.get("dynamoKey") or not isinstance(item["dynamoKey"], str):
         raise ConversionError("record has no dynamoKey")
-    row: dict[str, Any] = {}
-    for name in STRING_COLUMNS:
-        value = item.get(name)
-        row[name] = "" if value is None else str(value)
-    for name in COUNT_COLUMNS:
-        row[name] = _count(item, name)
-    row["run_attempt"] = _count(item, "run_attempt") or 1
-    row["swept"] = bool(item.get("swept", False))
-    row["queue_time"] = _seconds(item, "queue_time")
-    row["execution_time"] = _seconds(item, "execution_time")
-    row["started_at"] = parse_time(item.get("started_at"), "started_at")
-    row["completed_at"] = parse_time(item.get("completed_at"), "completed_at")
+    try:
+        row = _columns(item)
+    except (InvalidOperation, OverflowError) as error:
+        raise ConversionError(f"record has a number ClickHouse cannot store: {error!r}") from None
     row["_version"] = version(row["status"], row["revision"], deleted)
     row["_is_deleted"] = 1 if deleted else 0
     return [row[name] for name in COLUMNS]
+
+
+def _columns(item: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {name: _text(item, name) for name in STRING_COLUMNS}
+    for name in COUNT_COLUMNS:
+        row[name] = _count(item, name)
+    row["run_attempt"] = _count(item, "run_attempt", UINT32_MAX) or 1
+    swept = item.get("swept", False)
+    if not isinstance(swept, bool):
+        raise ConversionError(f"swept is not a boolean: {swept!r}")
+    row["swept"] = swept
+    row["queue_time"] = _seconds(item, "queue_time")
+    row["execution_time"] = _seconds(item, "execution_time")
+    row["started_at"] = parse_time(item.get("started_at"), "started_at")
+    # A completion reported without completed_at is placed at the time the
+    # service stored it, so it still falls into the pages' time windows.
+    completed_at = item.get("completed_at") or item.get("updated_at")
+    row["completed_at"] = parse_time(completed_at, "completed_at")
+    return row

@@ -1,10 +1,17 @@
 """One replication run at a time, across processes, guarded by a Redis lock.
 
-The lock's TTL is longer than a run's deadline and is renewed after every
-batch, so a live run never loses it and a crashed one frees it within the TTL.
+Two beat processes, or the task queued twice, each call `run_locked`; the
+one that does not get the lock returns at once. The lock's TTL exceeds the
+run's deadline, and a thread renews it every RENEW_INTERVAL_SECONDS while
+the run works, so a live run keeps it and a killed one frees it within the
+TTL. A run whose lock could not be renewed (lost to expiry or to Redis) is
+told to stop before its next page.
 """
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 
 from redis.exceptions import LockError, RedisError
 
@@ -16,36 +23,83 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = "oot:replicator:lock"
 LOCK_TTL_SECONDS = 120
-RUN_DEADLINE_SECONDS = 50
+RENEW_INTERVAL_SECONDS = 15
+# Below the Celery soft time limit (CELERY_TASK_SOFT_TIME_LIMIT, 50 s), so a
+# task run ends on its own before Celery interrupts it.
+RUN_DEADLINE_SECONDS = 40
+# A run that has not returned after this long (a call hanging past every
+# timeout) stops being renewed, so the lock frees itself.
+MAX_HOLD_SECONDS = RUN_DEADLINE_SECONDS + 5 * 60
 
 
-def run_locked() -> RunStats | None:
-    """Run one pass if no other process is running one; return None when skipped or failed."""
+class _Renewal:
+    """Extends a held lock in a background thread until stopped; sets `lost` when it cannot."""
+
+    def __init__(self, lock) -> None:
+        self.lock = lock
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="replicator-lock-renewal", daemon=True)
+
+    def __enter__(self) -> "_Renewal":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _renew(self) -> None:
+        started = last_renewed = time.monotonic()
+        while not self._done.wait(RENEW_INTERVAL_SECONDS):
+            now = time.monotonic()
+            if now - started > MAX_HOLD_SECONDS:
+                logger.error("replication run still going after %.0f s; no longer renewing its lock", now - started)
+                self.lost.set()
+                return
+            try:
+                self.lock.extend(LOCK_TTL_SECONDS, replace_ttl=True)
+                last_renewed = now
+            except LockError as error:
+                logger.error("replicator lock lost (%s); stopping the run before its next page", error)
+                self.lost.set()
+                return
+            except RedisError as error:
+                if now - last_renewed >= LOCK_TTL_SECONDS - RENEW_INTERVAL_SECONDS:
+                    logger.error(
+                        "replicator lock not renewed for %.0f s (%s); stopping the run", now - last_renewed, error
+                    )
+                    self.lost.set()
+                    return
+                logger.warning("replicator lock renewal failed: %s; retrying", error)
+
+
+def run_locked(work: Callable[..., RunStats | None] = replicate_once) -> RunStats | None:
+    """Run one pass if no other process is running one; return None when skipped or failed.
+
+    `work` is called with `deadline_seconds` and `should_stop`.
+    """
     try:
-        lock = redis_client().lock(LOCK_NAME, timeout=LOCK_TTL_SECONDS, blocking=False)
+        # thread_local=False: the renewal thread must see the token of the acquiring thread.
+        lock = redis_client().lock(LOCK_NAME, timeout=LOCK_TTL_SECONDS, blocking=False, thread_local=False)
         acquired = lock.acquire()
     except RedisError as error:
         if clickhouse.is_embedded():
             # Only the process that owns the chdb directory can write to it,
             # so no second runner can exist: run without the lock.
             logger.warning("replicator lock unavailable (%s); running unlocked in embedded mode", error)
-            return replicate_once(RUN_DEADLINE_SECONDS)
+            return work(deadline_seconds=RUN_DEADLINE_SECONDS, should_stop=lambda: False)
         logger.warning("replication skipped: Redis lock unavailable: %s", error)
         return None
     if not acquired:
         logger.debug("replication skipped: another run holds the lock")
         return None
 
-    def renew() -> None:
-        try:
-            lock.extend(LOCK_TTL_SECONDS, replace_ttl=True)
-        except (LockError, RedisError) as error:
-            logger.warning("replicator lock renewal failed: %s", error)
-
     try:
-        return replicate_once(RUN_DEADLINE_SECONDS, on_progress=renew)
+        with _Renewal(lock) as renewal:
+            return work(deadline_seconds=RUN_DEADLINE_SECONDS, should_stop=renewal.lost.is_set)
     finally:
         try:
             lock.release()
-        except (LockError, RedisError):
-            pass
+        except (LockError, RedisError) as error:
+            logger.warning("replicator lock not released (%s); it expires within %s s", error, LOCK_TTL_SECONDS)

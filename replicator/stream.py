@@ -1,59 +1,114 @@
 """Tail the records table's DynamoDB stream into ClickHouse.
 
 One run (`replicate_once`) walks every shard of the table's current stream,
-parents before children, from each shard's checkpoint. A batch of stream
-records is inserted into ClickHouse first and the checkpoint advanced after,
-so a crash between the two re-sends the batch; the insert's deduplication
-token (stream ARN, shard, first and last sequence number) makes ClickHouse
-drop the copy.
+parents before children, each from its checkpoint. A batch (one GetRecords
+page) goes to ClickHouse first and the checkpoint moves after, so a crash
+in between re-sends the batch. Before the insert the checkpoint stores the
+batch's last sequence number, so the re-sent batch has the same records and
+the same deduplication token (stream ARN, shard, first and last sequence
+number), and ClickHouse drops the copy.
+
+Reading rules:
+
+- A closed shard (its listing has an EndingSequenceNumber) is read until
+  GetRecords returns no NextShardIterator, through any empty pages; the
+  records of its last page are written before it is marked finished.
+- The open tip of a shard is read until EMPTY_PAGES_AT_TIP empty pages in a
+  row. The iterator it ended on is kept in memory (never stored) for the
+  next run, so a long empty stretch is crossed over several runs instead of
+  being walked again from the checkpoint each time. Shard iterators expire
+  after 15 minutes; an expired one is replaced from the checkpoint.
+- A child shard is read only after its parent is finished, from
+  TRIM_HORIZON. A parent no longer listed has been trimmed away and is not
+  waited for.
+- Data trimmed before it was read restarts the shard at TRIM_HORIZON and is
+  recorded as a StreamGap, which the run then reconciles from DynamoDB.
 """
 
-import json
 import logging
 import random
+import threading
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError
 from django.utils import timezone as django_timezone
 
 from oot_ingest import dynamo
-from oot_ingest.vocabulary import STATUS_COMPLETED
-from replicator import clickhouse
-from replicator.convert import COLUMNS, ConversionError, deserialize, to_row
-from replicator.models import DeadLetter, ReplicatorStatus, ShardCheckpoint
+from replicator import clickhouse, status
+from replicator.checkpoints import (
+    CheckpointConflict,
+    advance_checkpoint,
+    load_checkpoint,
+    mark_finished,
+    mark_pending,
+    restart_at_trim_horizon,
+    sequence_value,
+)
+from replicator.models import ShardCheckpoint, StreamGap
+from replicator.writer import insert_rows, rows_for_batch
 
 logger = logging.getLogger(__name__)
 
 PAGE_LIMIT = 1000
-# An open shard returns empty pages at its tip; after this many in a row the
-# run moves on. A closed shard is read until its iterator ends.
-EMPTY_PAGES_AT_TIP = 2
-INSERT_ATTEMPTS = 4
-TTL_PRINCIPAL = "dynamodb.amazonaws.com"
+EMPTY_PAGES_AT_TIP = 3
+# A kept iterator is used only while clearly younger than its 15-minute life.
+ITERATOR_MAX_AGE_SECONDS = 10 * 60
+THROTTLE_CODES = {
+    "LimitExceededException",
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+}
+THROTTLE_ATTEMPTS = 4
+THROTTLE_BACKOFF_SECONDS = 0.2
+# Iterator renewals per shard and run before an ExpiredIteratorException is raised.
+ITERATOR_RENEWALS = 3
+# The reconcile after a gap starts this long before the last record read,
+# because a record's updated_at (written by the service) can precede the
+# stream's ApproximateCreationDateTime, which is rounded down.
+GAP_MARGIN = timedelta(minutes=5)
+DEFAULT_DEADLINE_SECONDS = 40.0
+
+
+class Throttled(Exception):
+    """DynamoDB Streams kept throttling one call; the run leaves that shard for the next run."""
 
 
 @dataclass
 class RunStats:
     records_read: int = 0
     rows_inserted: int = 0
+    batches: int = 0
     dead_letters: int = 0
     shards_read: int = 0
+    gaps: int = 0
+    throttled: int = 0
+    # False when the run stopped before reading every shard to its end or tip.
+    caught_up: bool = True
     max_lag_seconds: float | None = None
     read_seconds: float = 0.0
+    # Conversion and insert; checkpoint updates are timed apart.
     write_seconds: float = 0.0
-    gaps: list[tuple[str, str]] = field(default_factory=list)
+    checkpoint_seconds: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
 
-    def observe_lag(self, created: datetime | None) -> None:
-        if created is None:
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+    def observe_lag(self, written_at: datetime | None, visible_at: datetime) -> None:
+        if written_at is None:
             return
-        lag = (datetime.now(UTC) - created).total_seconds()
+        lag = max(0.0, (visible_at - written_at).total_seconds())
         self.max_lag_seconds = lag if self.max_lag_seconds is None else max(self.max_lag_seconds, lag)
 
 
@@ -88,7 +143,7 @@ def list_shards(streams, stream_arn: str) -> list[dict]:
 
 
 def order_parents_first(shards: list[dict]) -> list[dict]:
-    """Sort shards so that every parent comes before its children."""
+    """Sort shards so that every parent comes before its children, older lineages first."""
     by_id = {shard["ShardId"]: shard for shard in shards}
     ordered: list[dict] = []
     placed: set[str] = set()
@@ -103,270 +158,395 @@ def order_parents_first(shards: list[dict]) -> list[dict]:
         placed.add(shard_id)
         ordered.append(shard)
 
-    for shard in sorted(shards, key=lambda item: item["SequenceNumberRange"].get("StartingSequenceNumber", "")):
+    def start(shard: dict) -> int:
+        return sequence_value(shard.get("SequenceNumberRange", {}).get("StartingSequenceNumber", ""))
+
+    for shard in sorted(shards, key=start):
         place(shard, set())
     return ordered
 
 
-class Replicator:
-    """Reads one stream's shards and writes completed records to ClickHouse."""
+def _error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
 
-    def __init__(self, streams=None, stream_arn: str | None = None, deadline_seconds: float = 50.0, on_progress=None):
+
+def _sequence(record: dict) -> str:
+    return record["dynamodb"]["SequenceNumber"]
+
+
+def _written_at(record: dict) -> datetime | None:
+    """Return when the record was written: the item's updated_at, else the stream's approximate time."""
+    data = record.get("dynamodb") or {}
+    stamp = (data.get("NewImage") or {}).get("updated_at", {}).get("S")
+    if stamp:
+        try:
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    created = data.get("ApproximateCreationDateTime")
+    if isinstance(created, datetime):
+        return created if created.tzinfo else created.replace(tzinfo=UTC)
+    if isinstance(created, (int, float)):
+        return datetime.fromtimestamp(created, UTC)
+    return None
+
+
+class IteratorCache:
+    """Shard iterators kept in this process between runs, valid only for an unchanged checkpoint."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[str, str, float]] = {}
+
+    def take(self, stream_arn: str, shard_id: str, sequence_number: str) -> str | None:
+        with self._lock:
+            entry = self._entries.pop((stream_arn, shard_id), None)
+        if entry is None:
+            return None
+        kept_for, iterator, kept_at = entry
+        if kept_for != sequence_number or time.monotonic() - kept_at > ITERATOR_MAX_AGE_SECONDS:
+            return None
+        return iterator
+
+    def keep(self, stream_arn: str, shard_id: str, sequence_number: str, iterator: str) -> None:
+        with self._lock:
+            self._entries[(stream_arn, shard_id)] = (sequence_number, iterator, time.monotonic())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+iterator_cache = IteratorCache()
+
+
+class Replicator:
+    """Reads one stream's shards and writes completed records to ClickHouse.
+
+    `streams` is the DynamoDB Streams client (tests pass a stubbed one).
+    `should_stop` is polled between pages; the runner sets it when its lock
+    is lost, so a run never continues without the lock.
+    """
+
+    def __init__(
+        self,
+        streams=None,
+        stream_arn: str | None = None,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        on_progress: Callable[[], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ):
         self.streams = streams or streams_client()
         self.stream_arn = stream_arn or current_stream_arn()
         self.deadline = time.monotonic() + deadline_seconds
         self.on_progress = on_progress or (lambda: None)
+        self.should_stop = should_stop or (lambda: False)
         self.stats = RunStats()
 
     def run(self) -> RunStats:
+        self.stats.started = time.monotonic()
+        try:
+            self._run()
+        finally:
+            self.stats.finished = time.monotonic()
+        return self.stats
+
+    def _run(self) -> None:
         if not self.stream_arn:
             logger.warning("table %s has no stream; nothing to replicate", settings.DYNAMODB_TABLE)
-            return self.stats
+            return
+        try:
+            shards = order_parents_first(self._call(list_shards, self.streams, self.stream_arn))
+        except Throttled:
+            logger.warning("DescribeStream throttled stream=%s; trying again next run", self.stream_arn)
+            self.stats.caught_up = False
+            return
+        listed = {shard["ShardId"] for shard in shards}
         checkpoints = {
             checkpoint.shard_id: checkpoint for checkpoint in ShardCheckpoint.objects.filter(stream_arn=self.stream_arn)
         }
-        shards = order_parents_first(list_shards(self.streams, self.stream_arn))
-        listed = {shard["ShardId"] for shard in shards}
+        self._forget_vanished_shards(checkpoints, listed)
+        finished = {shard_id for shard_id, checkpoint in checkpoints.items() if checkpoint.finished}
 
         for shard in shards:
-            if time.monotonic() > self.deadline:
-                break
-            checkpoint = checkpoints.get(shard["ShardId"])
-            if checkpoint is not None and checkpoint.finished:
+            if self._out_of_time():
+                self.stats.caught_up = False
+                return
+            shard_id = shard["ShardId"]
+            if shard_id in finished:
                 continue
             parent_id = shard.get("ParentShardId", "")
-            parent = checkpoints.get(parent_id)
-            # A parent no longer listed was trimmed away: do not wait for it.
-            if parent_id in listed and not (parent is not None and parent.finished):
+            if parent_id in listed and parent_id not in finished:
+                # The parent was not read to its end in this run; its records come first.
+                self.stats.caught_up = False
                 continue
-            checkpoints[shard["ShardId"]] = self.read_shard(shard, checkpoint)
-        return self.stats
+            checkpoint = checkpoints.get(shard_id) or load_checkpoint(self.stream_arn, shard)
+            checkpoint = self.read_shard(shard, checkpoint)
+            if checkpoint.finished:
+                finished.add(shard_id)
 
-    def _iterator(self, shard_id: str, sequence_number: str) -> str | None:
-        arguments = {"StreamArn": self.stream_arn, "ShardId": shard_id}
-        if sequence_number:
-            arguments.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=sequence_number)
-        else:
-            arguments["ShardIteratorType"] = "TRIM_HORIZON"
+    def _out_of_time(self) -> bool:
+        return time.monotonic() > self.deadline or self.should_stop()
+
+    def _forget_vanished_shards(self, checkpoints: dict[str, ShardCheckpoint], listed: set[str]) -> None:
+        """Delete checkpoints of shards trimmed out of the listing; an unfinished one left a gap."""
+        for shard_id in [shard_id for shard_id in checkpoints if shard_id not in listed]:
+            checkpoint = checkpoints.pop(shard_id)
+            if not checkpoint.finished:
+                logger.error(
+                    "shard trimmed away before it was read to its end stream=%s shard=%s sequence_number=%s",
+                    self.stream_arn,
+                    shard_id,
+                    checkpoint.sequence_number or "TRIM_HORIZON",
+                )
+                self._record_gap(checkpoint)
+            checkpoint.delete()
+
+    # --- calls to DynamoDB Streams ------------------------------------------
+
+    def _call(self, function, *args, **kwargs):
+        """Call DynamoDB Streams, backing off on throttling; raise Throttled when it persists."""
+        for attempt in range(1, THROTTLE_ATTEMPTS + 1):
+            try:
+                return function(*args, **kwargs)
+            except ClientError as error:
+                if _error_code(error) not in THROTTLE_CODES:
+                    raise
+                self.stats.throttled += 1
+                if attempt == THROTTLE_ATTEMPTS:
+                    raise Throttled(_error_code(error)) from error
+                delay = THROTTLE_BACKOFF_SECONDS * 2 ** (attempt - 1) * (0.5 + random.random())
+                logger.info("DynamoDB Streams throttled attempt=%s; retrying in %.2f s", attempt, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _iterator(self, shard_id: str, checkpoint: ShardCheckpoint) -> tuple[str | None, ShardCheckpoint]:
+        """Return an iterator just past the checkpoint, recovering from trimmed data."""
+        if not checkpoint.sequence_number:
+            return self._trim_horizon_iterator(shard_id), checkpoint
         try:
-            return self.streams.get_shard_iterator(**arguments)["ShardIterator"]
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "TrimmedDataAccessException" or not sequence_number:
-                raise
-        self._note_gap(shard_id, sequence_number)
-        return self.streams.get_shard_iterator(
-            StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-
-    def _note_gap(self, shard_id: str, sequence_number: str) -> None:
-        checkpoint = ShardCheckpoint.objects.filter(stream_arn=self.stream_arn, shard_id=shard_id).first()
-        since = checkpoint.updated_at.isoformat() if checkpoint else "unknown"
-        logger.error(
-            "stream data trimmed past the checkpoint shard=%s sequence_number=%s: records written since %s "
-            "may be missing; restarting at TRIM_HORIZON and reconciling that range",
-            shard_id,
-            sequence_number,
-            since,
-        )
-        self.stats.gaps.append((shard_id, since))
-
-    def read_shard(self, shard: dict, checkpoint: ShardCheckpoint | None) -> ShardCheckpoint:
-        shard_id = shard["ShardId"]
-        if checkpoint is None:
-            checkpoint, _ = ShardCheckpoint.objects.get_or_create(
-                stream_arn=self.stream_arn,
-                shard_id=shard_id,
-                defaults={"parent_shard_id": shard.get("ParentShardId", "")},
+            response = self._call(
+                self.streams.get_shard_iterator,
+                StreamArn=self.stream_arn,
+                ShardId=shard_id,
+                ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                SequenceNumber=checkpoint.sequence_number,
             )
-        self.stats.shards_read += 1
-        closed = "EndingSequenceNumber" in shard.get("SequenceNumberRange", {})
-        iterator = self._iterator(shard_id, checkpoint.sequence_number)
-        empty_pages = 0
+            return response.get("ShardIterator"), checkpoint
+        except ClientError as error:
+            if _error_code(error) != "TrimmedDataAccessException":
+                raise
+        checkpoint = self._recover_trimmed(checkpoint)
+        return self._trim_horizon_iterator(shard_id), checkpoint
 
-        while iterator and time.monotonic() < self.deadline:
+    def _trim_horizon_iterator(self, shard_id: str) -> str | None:
+        response = self._call(
+            self.streams.get_shard_iterator,
+            StreamArn=self.stream_arn,
+            ShardId=shard_id,
+            ShardIteratorType="TRIM_HORIZON",
+        )
+        return response.get("ShardIterator")
+
+    def _recover_trimmed(self, checkpoint: ShardCheckpoint) -> ShardCheckpoint:
+        self._record_gap(checkpoint)
+        return restart_at_trim_horizon(checkpoint)
+
+    def _record_gap(self, checkpoint: ShardCheckpoint) -> None:
+        now = django_timezone.now()
+        since = checkpoint.last_record_at - GAP_MARGIN if checkpoint.last_record_at else None
+        logger.error(
+            "stream data trimmed before it was read stream=%s shard=%s after_sequence_number=%s: records written "
+            "from %s to %s may be missing; restarting the shard at TRIM_HORIZON and reconciling that range",
+            self.stream_arn,
+            checkpoint.shard_id,
+            checkpoint.sequence_number or "TRIM_HORIZON",
+            since.isoformat() if since else "the table's beginning",
+            now.isoformat(),
+        )
+        StreamGap.objects.create(
+            stream_arn=self.stream_arn,
+            shard_id=checkpoint.shard_id,
+            after_sequence_number=checkpoint.sequence_number,
+            since=since,
+            until=now,
+        )
+        self.stats.gaps += 1
+
+    # --- one shard -------------------------------------------------------------
+
+    def read_shard(self, shard: dict, checkpoint: ShardCheckpoint) -> ShardCheckpoint:
+        """Read one shard from its checkpoint to its end (closed) or tip (open); return the new checkpoint."""
+        shard_id = shard["ShardId"]
+        self.stats.shards_read += 1
+        iterator = iterator_cache.take(self.stream_arn, shard_id, checkpoint.sequence_number)
+        if iterator is None:
+            iterator, checkpoint = self._iterator(shard_id, checkpoint)
+        # Records of an interrupted batch, collected again up to its pending boundary.
+        held: list[dict] = []
+        empty_pages = renewals = trims = 0
+
+        while iterator:
+            if self._out_of_time():
+                self.stats.caught_up = False
+                return checkpoint
             started = time.monotonic()
             try:
-                page = self.streams.get_records(ShardIterator=iterator, Limit=PAGE_LIMIT)
+                page = self._call(self.streams.get_records, ShardIterator=iterator, Limit=PAGE_LIMIT)
+            except Throttled:
+                logger.warning("GetRecords throttled shard=%s; reading it again next run", shard_id)
+                self.stats.caught_up = False
+                return checkpoint
             except ClientError as error:
-                code = error.response["Error"]["Code"]
-                if code == "ExpiredIteratorException":
-                    logger.info("shard iterator expired shard=%s; renewing from the checkpoint", shard_id)
-                    iterator = self._iterator(shard_id, checkpoint.sequence_number)
+                code = _error_code(error)
+                if code == "ExpiredIteratorException" and renewals < ITERATOR_RENEWALS:
+                    renewals += 1
+                    held = []
+                    logger.info("shard iterator expired shard=%s; renewing it from the checkpoint", shard_id)
+                    iterator, checkpoint = self._iterator(shard_id, checkpoint)
                     continue
-                if code == "TrimmedDataAccessException":
-                    self._note_gap(shard_id, checkpoint.sequence_number)
-                    iterator = self.streams.get_shard_iterator(
-                        StreamArn=self.stream_arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
-                    )["ShardIterator"]
+                if code == "TrimmedDataAccessException" and trims == 0:
+                    trims += 1
+                    held = []
+                    checkpoint = self._recover_trimmed(checkpoint)
+                    iterator = self._trim_horizon_iterator(shard_id)
                     continue
                 raise
-            self.stats.read_seconds += time.monotonic() - started
+            finally:
+                self.stats.read_seconds += time.monotonic() - started
 
             records = page.get("Records", [])
+            next_iterator = page.get("NextShardIterator")
+            self.stats.records_read += len(records)
             if records:
-                self.write_batch(shard_id, records)
-                checkpoint = advance_checkpoint(checkpoint, records[-1]["dynamodb"]["SequenceNumber"])
-                self.on_progress()
                 empty_pages = 0
             else:
                 empty_pages += 1
 
-            iterator = page.get("NextShardIterator")
-            if not records and not closed and empty_pages >= EMPTY_PAGES_AT_TIP:
+            if checkpoint.pending_sequence_number and records:
+                records, held, checkpoint = self._complete_pending_batch(
+                    shard_id, checkpoint, records, held, ended=not next_iterator
+                )
+            if records:
+                checkpoint = self.write_batch(shard_id, records, checkpoint)
+
+            iterator = next_iterator
+            if (
+                iterator
+                and empty_pages >= EMPTY_PAGES_AT_TIP
+                and "EndingSequenceNumber" not in shard.get("SequenceNumberRange", {})
+            ):
+                if not held:
+                    iterator_cache.keep(self.stream_arn, shard_id, checkpoint.sequence_number, iterator)
                 return checkpoint
 
-        if not iterator:
-            ShardCheckpoint.objects.filter(pk=checkpoint.pk).update(finished=True)
-            checkpoint.finished = True
-            logger.info("shard finished shard=%s", shard_id)
+        checkpoint = mark_finished(checkpoint)
+        logger.info("shard finished stream=%s shard=%s", self.stream_arn, shard_id)
         return checkpoint
 
-    def write_batch(self, shard_id: str, records: list[dict]) -> None:
-        """Insert the completed records of one page; conversion failures go to dead letters."""
-        latest: dict[str, list] = {}
-        for record in records:
-            self.stats.records_read += 1
-            data = record.get("dynamodb", {})
-            self.stats.observe_lag(data.get("ApproximateCreationDateTime"))
-            row = self._row_for(shard_id, record)
-            if row is None:
-                continue
-            key = row[0]
-            if key not in latest or row[COLUMNS.index("_version")] >= latest[key][COLUMNS.index("_version")]:
-                latest[key] = row
+    def _complete_pending_batch(
+        self, shard_id: str, checkpoint: ShardCheckpoint, records: list[dict], held: list[dict], ended: bool
+    ) -> tuple[list[dict], list[dict], ShardCheckpoint]:
+        """Re-send a batch interrupted before its checkpoint, with its original boundaries.
 
-        if not latest:
-            return
-        first = records[0]["dynamodb"]["SequenceNumber"]
-        last = records[-1]["dynamodb"]["SequenceNumber"]
-        token = f"{self.stream_arn}|{shard_id}|{first}|{last}"
-        started = time.monotonic()
-        insert_rows(list(latest.values()), dedup_token=token)
-        self.stats.write_seconds += time.monotonic() - started
-        self.stats.rows_inserted += len(latest)
-
-    def _row_for(self, shard_id: str, record: dict) -> list | None:
-        event = record.get("eventName")
-        data = record.get("dynamodb", {})
-        try:
-            if event == "REMOVE":
-                if _removed_by_ttl(record):
-                    return None
-                old = deserialize(data.get("OldImage", {}))
-                if old.get("status") != STATUS_COMPLETED:
-                    return None
-                return to_row(old, deleted=True)
-            new = deserialize(data.get("NewImage", {}))
-            if new.get("status") != STATUS_COMPLETED:
-                return None
-            return to_row(new)
-        except (ConversionError, TypeError, ValueError) as error:
-            self._dead_letter(shard_id, record, str(error))
-            return None
-
-    def _dead_letter(self, shard_id: str, record: dict, reason: str) -> None:
-        data = record.get("dynamodb", {})
-        image = data.get("NewImage") or data.get("OldImage") or {}
-        key = image.get("dynamoKey", {}).get("S", "") if isinstance(image.get("dynamoKey"), dict) else ""
-        logger.error(
-            "dead letter shard=%s sequence_number=%s dynamoKey=%s reason=%s",
+        Returns the page's records past the batch, the records still held
+        (when the batch continues on the next page), and the checkpoint.
+        """
+        boundary = sequence_value(checkpoint.pending_sequence_number)
+        held = held + [record for record in records if sequence_value(_sequence(record)) <= boundary]
+        rest = [record for record in records if sequence_value(_sequence(record)) > boundary]
+        complete = bool(rest) or ended or (held and sequence_value(_sequence(held[-1])) == boundary)
+        if not complete:
+            return [], held, checkpoint
+        logger.info(
+            "re-sending a batch interrupted before its checkpoint shard=%s last_sequence_number=%s records=%s",
             shard_id,
-            data.get("SequenceNumber"),
-            key,
-            reason,
+            checkpoint.pending_sequence_number,
+            len(held),
         )
-        DeadLetter.objects.create(
-            stream_arn=self.stream_arn,
-            shard_id=shard_id,
-            sequence_number=data.get("SequenceNumber", ""),
-            dynamo_key=key[:2048],
-            event_name=record.get("eventName", ""),
-            reason=reason,
-            image=json.dumps(image, default=str),
-        )
-        self.stats.dead_letters += 1
+        if held:
+            checkpoint = self.write_batch(shard_id, held, checkpoint)
+        return rest, [], checkpoint
+
+    def write_batch(self, shard_id: str, records: list[dict], checkpoint: ShardCheckpoint) -> ShardCheckpoint:
+        """Insert the completed records of one batch, then move the checkpoint past it."""
+        first, last = _sequence(records[0]), _sequence(records[-1])
+        started = time.monotonic()
+        rows, dead_letters = rows_for_batch(self.stream_arn, shard_id, records)
+        self.stats.dead_letters += dead_letters
+        self.stats.write_seconds += time.monotonic() - started
+
+        if rows:
+            started = time.monotonic()
+            checkpoint = mark_pending(checkpoint, last)
+            self.stats.checkpoint_seconds += time.monotonic() - started
+
+            started = time.monotonic()
+            insert_rows(rows, dedup_token=f"{self.stream_arn}|{shard_id}|{first}|{last}")
+            self.stats.write_seconds += time.monotonic() - started
+            self.stats.rows_inserted += len(rows)
+
+        visible_at = datetime.now(UTC)
+        for record in records:
+            self.stats.observe_lag(_written_at(record), visible_at)
+
+        started = time.monotonic()
+        checkpoint = advance_checkpoint(checkpoint, last, _written_at(records[-1]))
+        self.stats.checkpoint_seconds += time.monotonic() - started
+        self.stats.batches += 1
+        self.on_progress()
+        return checkpoint
 
 
-def _removed_by_ttl(record: dict) -> bool:
-    identity = record.get("userIdentity") or {}
-    return identity.get("Type") == "Service" and identity.get("PrincipalId") == TTL_PRINCIPAL
+RUN_ERRORS = (ClientError, BotoCoreError, ClickHouseError, clickhouse.ClickHouseBusy, OSError, CheckpointConflict)
 
 
-def insert_rows(rows: list[list], dedup_token: str | None = None) -> None:
-    """Insert rows, retrying transient failures with jittered backoff; raise after the last attempt."""
-    insert_settings = {"insert_deduplicate": 1}
-    if dedup_token:
-        insert_settings["insert_deduplication_token"] = dedup_token
-    for attempt in range(1, INSERT_ATTEMPTS + 1):
-        try:
-            clickhouse.client().insert(clickhouse.TABLE, rows, column_names=list(COLUMNS), settings=insert_settings)
-            return
-        except (ClickHouseError, OSError) as error:
-            if attempt == INSERT_ATTEMPTS:
-                raise
-            delay = min(8.0, 0.25 * 2**attempt) * (0.5 + random.random())
-            logger.warning(
-                "ClickHouse insert failed attempt=%s rows=%s error=%s; retrying in %.1fs",
-                attempt,
-                len(rows),
-                error,
-                delay,
-            )
-            time.sleep(delay)
+def replicate_once(
+    deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    on_progress: Callable[[], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    streams=None,
+) -> RunStats | None:
+    """Run one replication pass over the current stream, reconcile open gaps, record the statistics.
 
-
-def advance_checkpoint(checkpoint: ShardCheckpoint, sequence_number: str) -> ShardCheckpoint:
-    """Move a checkpoint forward, never backwards: compare-and-set against the stored value."""
-    with transaction.atomic():
-        stored = ShardCheckpoint.objects.select_for_update().get(pk=checkpoint.pk)
-        if stored.sequence_number and int(stored.sequence_number) >= int(sequence_number):
-            logger.warning(
-                "checkpoint not moved backwards shard=%s stored=%s offered=%s",
-                stored.shard_id,
-                stored.sequence_number,
-                sequence_number,
-            )
-            return stored
-        stored.sequence_number = sequence_number
-        stored.save(update_fields=["sequence_number", "updated_at"])
-        return stored
-
-
-def record_status(stream_arn: str, stats: RunStats | None, error: str = "") -> None:
-    now = django_timezone.now()
-    status, _ = ReplicatorStatus.objects.get_or_create(stream_arn=stream_arn)
-    status.last_run_at = now
-    if stats is not None:
-        status.last_run_records = stats.records_read
-        status.total_records += stats.records_read
-        if stats.max_lag_seconds is not None:
-            status.last_lag_seconds = stats.max_lag_seconds
-        status.last_success_at = now
-        status.last_error = ""
-    else:
-        status.last_error = error[:2000]
-    status.save()
-
-
-def replicate_once(deadline_seconds: float = 50.0, on_progress=None) -> RunStats | None:
-    """Run one replication pass over the current stream and record its statistics."""
+    Returns None when the run failed; the failure is logged and stored in
+    ReplicatorStatus, and checkpoints stay where the last good batch left them.
+    """
     try:
-        replicator = Replicator(deadline_seconds=deadline_seconds, on_progress=on_progress)
+        replicator = Replicator(
+            streams=streams, deadline_seconds=deadline_seconds, on_progress=on_progress, should_stop=should_stop
+        )
     except (ClientError, BotoCoreError) as error:
-        logger.warning("replication skipped: cannot describe table %s: %s", settings.DYNAMODB_TABLE, error)
+        status.record_failure(None, f"cannot describe table {settings.DYNAMODB_TABLE}: {error}")
         return None
     if not replicator.stream_arn:
-        return replicator.stats
+        return replicator.run()
     try:
         stats = replicator.run()
-    except (ClientError, BotoCoreError, ClickHouseError, OSError) as error:
-        logger.exception("replication run failed stream=%s", replicator.stream_arn)
-        record_status(replicator.stream_arn, None, str(error))
+    except (*RUN_ERRORS, DatabaseError) as error:
+        status.record_failure(replicator.stream_arn, f"{type(error).__name__}: {error}")
         return None
-    record_status(replicator.stream_arn, stats)
-    if stats.gaps:
-        from replicator.reconcile import reconcile_since
-
-        for _shard_id, since in stats.gaps:
-            reconcile_since(None if since == "unknown" else datetime.fromisoformat(since))
+    status.record_success(replicator.stream_arn, stats)
+    reconcile_open_gaps(replicator.stream_arn)
     return stats
+
+
+def reconcile_open_gaps(stream_arn: str) -> None:
+    """Reconcile the stream's recorded gaps that have not been reconciled yet, with one scan from the earliest."""
+    from replicator.reconcile import reconcile
+
+    gaps = list(StreamGap.objects.filter(stream_arn=stream_arn, reconciled_at__isnull=True))
+    if not gaps:
+        return
+    starts = [gap.since for gap in gaps]
+    since = None if None in starts else min(starts)
+    try:
+        result = reconcile(since=since)
+    except (ClientError, BotoCoreError, ClickHouseError, clickhouse.ClickHouseBusy, OSError) as error:
+        logger.error("reconcile of stream gaps failed gaps=%s since=%s error=%s", len(gaps), since, error)
+        StreamGap.objects.filter(pk__in=[gap.pk for gap in gaps]).update(last_error=str(error)[:2000])
+        return
+    StreamGap.objects.filter(pk__in=[gap.pk for gap in gaps]).update(
+        reconciled_at=django_timezone.now(), records_upserted=result.upserted, last_error=""
+    )
+    logger.info("stream gaps reconciled gaps=%s since=%s upserted=%s", len(gaps), since, result.upserted)
