@@ -202,7 +202,8 @@ def consume_rate_limit(request: HttpRequest, repo: str) -> RateDecision:
         return RateDecision(limit, checked=False)
     if usage["limit"] == 0:
         # django-ratelimit returns limit 0 for a counter it could not read or
-        # write. Limits here are at least 1, so this is the cache failing.
+        # write: the cache failed, or the key expired between its add and incr.
+        # Limits here are at least 1, so limit 0 always means one of these.
         _note_unavailable(repo, "the rate-limit counter could not be read or written")
         return RateDecision(limit, checked=False)
     if usage["should_limit"]:

@@ -348,4 +348,4 @@ def test_command_import_error_names_file_and_key(db, tmp_path):
 def test_command_import_missing_file(db, tmp_path):
     with pytest.raises(CommandError) as error:
         call_command("allowlist", "import", str(tmp_path / "missing.yml"))
-    assert "cannot read" in str(error.value)
+    assert "could not read" in str(error.value)

@@ -22,7 +22,7 @@ BASE_TIME = 1_900_000_020
 
 
 class PinnedClock:
-    """Stands in for the `time` module inside django-ratelimit, so the fixed window cannot roll over mid-test."""
+    """A stand-in for the `time` module inside django-ratelimit, so the fixed window cannot roll over mid-test."""
 
     def __init__(self, now: float):
         self.now = now
@@ -85,10 +85,10 @@ def job_key(repo: str, index: int, delivery_id: str) -> str:
 
 
 @pytest.mark.parametrize("backend", ["l2", "l3", "l4"])
-def test_reporting_levels_are_accepted(client, policy_world, backend):
+def test_reporting_levels_are_accepted(client, policy_world, backend, delivery_id):
     repo = getattr(policy_world, backend).repository
 
-    response = post_callback(client, callback_body(repo=repo))
+    response = post_callback(client, callback_body(repo=repo, delivery_id=delivery_id))
 
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "in_progress"
@@ -121,14 +121,14 @@ def test_rejected_repository_gets_403_and_log_entry(client, policy_world, backen
     assert stored_item(f"{repo}/{delivery_id}/npu-ci/test-float32/98765432100") is None
 
 
-def test_admission_ignores_case_of_verified_repo(client, policy_world):
-    response = post_callback(client, callback_body(repo="ACME-AI/Torch-NPU"))
+def test_admission_ignores_case_of_verified_repo(client, policy_world, delivery_id):
+    response = post_callback(client, callback_body(repo="ACME-AI/Torch-NPU", delivery_id=delivery_id))
 
     assert response.status_code == 200
 
 
-def test_untrusted_repository_fields_ignored(client, policy_world):
-    body = callback_body(repo=policy_world.unknown)
+def test_untrusted_repository_fields_ignored(client, policy_world, delivery_id):
+    body = callback_body(repo=policy_world.unknown, delivery_id=delivery_id)
     body["untrusted"]["callback_payload"]["payload"]["repository"] = {"full_name": policy_world.l2.repository}
     body["untrusted"]["callback_payload"]["workflow"]["url"] = "https://github.com/acme-ai/torch-npu/actions/runs/1"
 

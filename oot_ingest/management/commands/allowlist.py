@@ -13,13 +13,16 @@ class Command(BaseCommand):
         importer = sub.add_parser("import", help="Make the allowlist match a YAML file")
         importer.add_argument("path", help="Path of the YAML file")
         importer.add_argument("--keep", action="store_true", help="Keep entries that the file does not list")
-        importer.add_argument("--dry-run", action="store_true", help="Print what would change and change nothing")
+        importer.add_argument(
+            "--dry-run", action="store_true", help="List the repositories that would change and change nothing"
+        )
         exporter = sub.add_parser("export", help="Print the allowlist as YAML, or write it to --output")
         exporter.add_argument("--output", help="File to write instead of standard output")
 
     def handle(self, *args, **options):
         if options["action"] == "import":
-            self._import(options["path"], keep=options["keep"], dry_run=options["dry_run"])
+            listed = options["dry_run"] or options["verbosity"] >= 2
+            self._import(options["path"], keep=options["keep"], dry_run=options["dry_run"], listed=listed)
             return
 
         text = export_allowlist()
@@ -27,21 +30,23 @@ class Command(BaseCommand):
             try:
                 Path(options["output"]).write_text(text, encoding="utf-8")
             except OSError as error:
-                raise CommandError(f"cannot write {options['output']}: {error}") from None
+                raise CommandError(f"could not write {options['output']}: {error}") from None
         else:
             self.stdout.write(text, ending="")
 
-    def _import(self, path: str, *, keep: bool, dry_run: bool) -> None:
+    def _import(self, path: str, *, keep: bool, dry_run: bool, listed: bool) -> None:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            raise CommandError(f"cannot read {path}: {error}") from None
+            raise CommandError(f"could not read {path}: {error}") from None
         try:
             result = import_allowlist(text, prune=not keep, dry_run=dry_run, actor=COMMAND_ACTOR)
         except AllowlistError as error:
             raise CommandError(f"{path}: {error}") from None
 
-        for label, repositories in (("create", result.created), ("update", result.updated), ("remove", result.removed)):
-            for repository in repositories:
-                self.stdout.write(f"  {label} {repository}", self.style.NOTICE if dry_run else None)
+        if listed:
+            changes = (("create", result.created), ("update", result.updated), ("remove", result.removed))
+            for label, repositories in changes:
+                for repository in repositories:
+                    self.stdout.write(f"  {label} {repository}")
         self.stdout.write(result.summary())
