@@ -4,7 +4,12 @@ A counter that cannot be written is dropped with a debug log line: counting
 must never fail a callback.
 """
 
+import atexit
 import logging
+import os
+import threading
+import time
+from collections import Counter
 
 from django.conf import settings
 from redis import Redis
@@ -33,19 +38,71 @@ def increment(name: str, amount: int = 1) -> None:
 LAST_CALLBACK_KEY = "oot:last_callback"
 
 
+# Stored callbacks are counted in memory and written to Redis in one pipeline
+# every FLUSH_INTERVAL_SECONDS by a background thread, so an accepted callback
+# waits for no Redis round trip of its own. Reads in this process flush first;
+# another process's counts appear within the interval.
+# NOTE: counts not yet written when a process is killed are lost; a normal
+# exit writes them.
+FLUSH_INTERVAL_SECONDS = 0.25
+
+_pending_lock = threading.Lock()
+_pending_outcomes: Counter[str] = Counter()
+_pending_latest: dict[str, str] = {}
+_flusher_pid: int | None = None
+
+
 def record_callback(outcome: str, repo: str, at: str) -> None:
-    """Count one stored callback and remember the repository's latest callback time, in one round trip."""
+    """Count one stored callback and remember the repository's latest callback time; written in the background."""
+    with _pending_lock:
+        _pending_outcomes[outcome] += 1
+        _pending_latest[repo.lower()] = at
+    if _flusher_pid != os.getpid():
+        _start_flusher()
+
+
+def _start_flusher() -> None:
+    """Start this process's flushing thread; after a fork the child starts its own."""
+    global _flusher_pid
+    with _pending_lock:
+        if _flusher_pid == os.getpid():
+            return
+        _flusher_pid = os.getpid()
+    threading.Thread(target=_flush_forever, name="oot-counters-flush", daemon=True).start()
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(FLUSH_INTERVAL_SECONDS)
+        flush()
+
+
+def flush() -> None:
+    """Write the callback counts and times recorded in this process to Redis, in one round trip."""
+    with _pending_lock:
+        outcomes = dict(_pending_outcomes)
+        latest = dict(_pending_latest)
+        _pending_outcomes.clear()
+        _pending_latest.clear()
+    if not outcomes and not latest:
+        return
     try:
         pipeline = redis_client().pipeline(transaction=False)
-        pipeline.hincrby(COUNTERS_KEY, outcome, 1)
-        pipeline.hset(LAST_CALLBACK_KEY, repo.lower(), at)
+        for outcome, amount in outcomes.items():
+            pipeline.hincrby(COUNTERS_KEY, outcome, amount)
+        if latest:
+            pipeline.hset(LAST_CALLBACK_KEY, mapping=latest)
         pipeline.execute()
     except RedisError as error:
         logger.debug("callback counters not written: %s", error)
 
 
+atexit.register(flush)
+
+
 def last_callbacks() -> dict[str, str]:
     """Return repository (lower case) -> ISO time of its latest stored callback."""
+    flush()
     try:
         raw = redis_client().hgetall(LAST_CALLBACK_KEY)
     except RedisError:
@@ -55,6 +112,7 @@ def last_callbacks() -> dict[str, str]:
 
 def read_all() -> dict[str, int]:
     """Return every counter; an empty dict when Redis is unreachable."""
+    flush()
     try:
         raw = redis_client().hgetall(COUNTERS_KEY)
     except RedisError:

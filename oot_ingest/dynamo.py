@@ -76,6 +76,11 @@ def _client_options() -> dict[str, Any]:
             read_timeout=5,
             retries={"mode": "standard", "total_max_attempts": 2},
             tcp_keepalive=True,
+            # The write path builds typed parameters itself, and DynamoDB
+            # validates every request anyway; botocore's client-side check
+            # walks each attribute value and costs more than the rest of
+            # the request preparation.
+            parameter_validation=False,
         ),
     }
     if settings.DYNAMODB_ENDPOINT:

@@ -133,32 +133,54 @@ def _loads(text: str) -> Any:
 
 
 def _check_strings_and_depth(document: Any, root: str = "") -> None:
-    """Reject NUL characters, lone surrogates and nesting deeper than MAX_NESTING."""
-    stack: list[tuple[Any, str, int]] = [(document, root, 0)]
-    while stack:
-        value, path, depth = stack.pop()
-        if depth > MAX_NESTING:
-            raise PayloadError(path, f"JSON is nested deeper than {MAX_NESTING} levels")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                _check_text(key, f"{path}.{key}" if path else key)
-                stack.append((item, f"{path}.{key}" if path else key, depth + 1))
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                stack.append((item, f"{path}[{index}]", depth + 1))
-        elif isinstance(value, str):
-            _check_text(value, path)
+    """Reject NUL characters, lone surrogates and nesting deeper than MAX_NESTING.
+
+    This runs on every callback, so paths are only formatted for an error.
+    """
+    _check_value(document, (root,) if root else (), 0)
 
 
-def _check_text(text: str, path: str) -> None:
+def _check_value(value: Any, path: tuple, depth: int) -> None:
+    if isinstance(value, str):
+        _check_text(value, path)
+        return
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return
+    if depth > MAX_NESTING:
+        raise PayloadError(_format_path(path), f"JSON is nested deeper than {MAX_NESTING} levels")
+    for key, item in items:
+        if isinstance(key, str):
+            _check_text(key, (*path, key))
+        if isinstance(item, str):
+            _check_text(item, (*path, key))
+        elif isinstance(item, (dict, list)):
+            _check_value(item, (*path, key), depth + 1)
+
+
+def _check_text(text: str, path: tuple) -> None:
     if "\x00" in text:
-        raise PayloadError(path, "contains a NUL character")
+        raise PayloadError(_format_path(path), "contains a NUL character")
     if text.isascii():
         return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise PayloadError(path, "contains a lone surrogate, which is not valid Unicode") from None
+        raise PayloadError(_format_path(path), "contains a lone surrogate, which is not valid Unicode") from None
+
+
+def _format_path(path: tuple) -> str:
+    """Write a path such as ("a", "b", 0) as a.b[0]."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
 
 
 def decode_body(raw: bytes) -> dict:

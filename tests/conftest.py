@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from django.conf import settings
 
-from oot_ingest import dynamo, policy
+from oot_ingest import counters, dynamo, policy
 from oot_ingest.allowlist import import_allowlist
 from oot_ingest.counters import redis_client
 from oot_ingest.models import AllowlistEntry
@@ -50,6 +50,8 @@ def stores(db):
     """Empty DynamoDB table, ClickHouse table and Redis for one test."""
     reset_dynamodb()
     reset_clickhouse()
+    # Counts a previous test recorded but has not written yet must not land here.
+    counters.flush()
     redis_client().flushdb()
     policy.clear_policy_cache()
     yield

@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import time
 
 import pytest
 from django.db import connection
@@ -484,3 +485,16 @@ def test_accepted_callback_costs_one_update_and_no_sql(client):
     assert in_progress.status_code == completed.status_code == 200
     assert calls == ["UpdateItem", "UpdateItem"]
     assert [query["sql"] for query in queries.captured_queries] == []
+
+
+def test_counts_written_in_background(client):
+    """No read has to flush them: the process's own thread writes counts within a second."""
+    assert post_callback(client, callback_body()).status_code == 200
+    deadline = time.monotonic() + 5
+    while (
+        time.monotonic() < deadline
+        and counters.redis_client().hget(counters.COUNTERS_KEY, "callbacks_accepted") is None
+    ):
+        time.sleep(0.05)
+    assert counters.redis_client().hget(counters.COUNTERS_KEY, "callbacks_accepted") == b"1"
+    assert "acme-ai/torch-npu" in counters.last_callbacks()
