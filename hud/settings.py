@@ -134,6 +134,11 @@ REPLICATOR_EMBEDDED = env_bool("REPLICATOR_EMBEDDED", CLICKHOUSE_URL.startswith(
 
 # Pages.
 OOT_NOT_REPORTING_HOURS = env_int("OOT_NOT_REPORTING_HOURS", 24, minimum=1)
+# Saved-query results are reused while the ClickHouse table is unchanged, for
+# at most this many seconds (0 turns the cache off); while one request
+# recomputes a result, others may get one up to the stale limit old.
+OOT_QUERY_CACHE_SECONDS = env_float("OOT_QUERY_CACHE_SECONDS", 60.0)
+OOT_QUERY_CACHE_STALE_SECONDS = env_float("OOT_QUERY_CACHE_STALE_SECONDS", 30.0)
 OOT_ORPHAN_HOURS = env_float("OOT_ORPHAN_HOURS", 6.0)
 # Seconds between orphan sweeps (Celery beat, or the serving process in embedded mode).
 OOT_SWEEP_INTERVAL_SECONDS = env_float("OOT_SWEEP_INTERVAL_SECONDS", 300.0)

@@ -1,10 +1,22 @@
-"""Run the saved queries in oot_views/queries/*.sql with server-side parameters.
+"""Run the saved queries in oot_views/queries/*.sql with server-side parameters, behind a result cache.
 
 Every query binds its inputs as `{name:Type}` parameters and runs with a
-timeout; no SQL text is ever built from input. The pass-rate conclusions are
-bound from the shared vocabulary so every page counts the same way.
+timeout (CLICKHOUSE_QUERY_TIMEOUT seconds, as ClickHouse's
+max_execution_time); no SQL text is ever built from input. The pass-rate
+conclusions are bound from the shared vocabulary so every page counts the
+same way.
+
+Results are cached in Django's default cache (Redis) together with the
+table's data version, the highest block number among its active parts. Every
+insert raises it and merges keep it, so a cached result is served only while
+the table holds exactly the rows it was computed from, and for at most
+OOT_QUERY_CACHE_SECONDS, which bounds how far the start of a time window may
+lag behind. While one request recomputes a result, concurrent requests get
+the previous one if it is at most OOT_QUERY_CACHE_STALE_SECONDS old.
 """
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -14,6 +26,8 @@ from typing import Any
 
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from django.conf import settings
+from django.core.cache import caches
+from redis.exceptions import RedisError
 
 from oot_ingest.vocabulary import FAILURE_CONCLUSIONS, SUCCESS_CONCLUSIONS
 from replicator import clickhouse
@@ -21,6 +35,9 @@ from replicator import clickhouse
 logger = logging.getLogger(__name__)
 
 QUERY_DIR = Path(__file__).with_name("queries")
+CACHE_PREFIX = "oot:query:"
+# Cache errors are not worth failing a page for: the query runs uncached.
+CACHE_ERRORS = (RedisError, OSError)
 
 
 class QueryFailed(Exception):
@@ -32,40 +49,109 @@ def _sql(name: str) -> str:
     return (QUERY_DIR / f"{name}.sql").read_text(encoding="utf-8")
 
 
-def run_query(name: str, **parameters: Any) -> list[dict[str, Any]]:
-    """Run a saved query and return its rows as dicts; raise QueryFailed on any ClickHouse error."""
+def _query_settings() -> dict[str, Any]:
+    return {"max_execution_time": settings.CLICKHOUSE_QUERY_TIMEOUT, "timeout_overflow_mode": "throw"}
+
+
+def execute(name: str, **parameters: Any) -> list[dict[str, Any]]:
+    """Run a saved query uncached and return its rows as dicts; raise QueryFailed on any ClickHouse error."""
     bound = {
         "table": clickhouse.TABLE,
         "success_conclusions": list(SUCCESS_CONCLUSIONS),
         "failure_conclusions": list(FAILURE_CONCLUSIONS),
         **parameters,
     }
-    timeout = settings.CLICKHOUSE_QUERY_TIMEOUT
     started = time.perf_counter()
     try:
-        result = clickhouse.client().query(
-            _sql(name),
-            parameters=bound,
-            settings={"max_execution_time": max(1, int(timeout)), "timeout_overflow_mode": "throw"},
-        )
+        result = clickhouse.client().query(_sql(name), parameters=bound, settings=_query_settings())
     except (ClickHouseError, clickhouse.ClickHouseBusy, OSError) as error:
         logger.error("query failed name=%s parameters=%s error=%s", name, parameters, str(error)[:500])
         raise QueryFailed(f"the {name} query failed") from error
-    elapsed = time.perf_counter() - started
-    _record_query_time(elapsed)
+    finally:
+        _timing.add("query_seconds", time.perf_counter() - started)
     return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
 
-_timing = threading.local()
+def data_version() -> int | None:
+    """Return the table's highest block number, or None when it cannot be read (then nothing is cached)."""
+    started = time.perf_counter()
+    try:
+        result = clickhouse.client().query(
+            "SELECT max(max_block_number) FROM system.parts"
+            " WHERE database = {database:String} AND table = {table:String} AND active",
+            parameters={"database": settings.CLICKHOUSE_DATABASE, "table": clickhouse.TABLE},
+            settings=_query_settings(),
+        )
+    except (ClickHouseError, clickhouse.ClickHouseBusy, OSError) as error:
+        logger.warning("data version not read, queries run uncached: %s", str(error)[:300])
+        return None
+    finally:
+        _timing.add("query_seconds", time.perf_counter() - started)
+    return int(result.result_rows[0][0] or 0)
 
 
-def _record_query_time(seconds: float) -> None:
-    """Add to the time this thread spent in queries (read by the Server-Timing middleware)."""
-    _timing.seconds = getattr(_timing, "seconds", 0.0) + seconds
+def run_query(name: str, **parameters: Any) -> list[dict[str, Any]]:
+    """Return a saved query's rows, from the cache when the table has not changed since they were computed."""
+    max_age = settings.OOT_QUERY_CACHE_SECONDS
+    version = data_version() if max_age > 0 else None
+    if version is None:
+        return execute(name, **parameters)
+
+    key = _cache_key(name, parameters)
+    entry = _cache_call("get", key)
+    now = time.time()
+    if entry and entry["version"] == version and now - entry["computed_at"] < max_age:
+        _timing.add("cache_hits", 1)
+        return entry["rows"]
+
+    lock = key + ":refresh"
+    # The lock expires on its own if its holder dies in the middle.
+    locked = bool(_cache_call("add", lock, 1, timeout=int(settings.CLICKHOUSE_QUERY_TIMEOUT) + 5))
+    if not locked and entry and now - entry["computed_at"] < settings.OOT_QUERY_CACHE_STALE_SECONDS:
+        _timing.add("cache_hits", 1)
+        return entry["rows"]
+    try:
+        rows = execute(name, **parameters)
+    finally:
+        if locked:
+            _cache_call("delete", lock)
+    _timing.add("cache_misses", 1)
+    _cache_call("set", key, {"version": version, "computed_at": now, "rows": rows}, timeout=int(max_age) + 1)
+    return rows
 
 
-def take_query_seconds() -> float:
-    """Return and reset the time this thread spent in queries."""
-    total = getattr(_timing, "seconds", 0.0)
-    _timing.seconds = 0.0
-    return total
+def _cache_key(name: str, parameters: dict) -> str:
+    identity = json.dumps(
+        [settings.CLICKHOUSE_URL, settings.CLICKHOUSE_DATABASE, name, parameters], sort_keys=True, default=str
+    )
+    return CACHE_PREFIX + name + ":" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def _cache_call(method: str, *arguments, **options):
+    try:
+        return getattr(caches["default"], method)(*arguments, **options)
+    except CACHE_ERRORS as error:
+        logger.debug("query cache %s failed: %s", method, error)
+        return None
+
+
+class _RequestTiming(threading.local):
+    """Time spent in ClickHouse and cache outcomes of the current thread, read by the Server-Timing middleware."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def add(self, name: str, amount: float) -> None:
+        self.values[name] = self.values.get(name, 0) + amount
+
+    def take(self) -> dict[str, float]:
+        values, self.values = self.values, {}
+        return values
+
+
+_timing = _RequestTiming()
+
+
+def take_timing() -> dict[str, float]:
+    """Return and reset this thread's query time (query_seconds) and cache_hits / cache_misses counts."""
+    return _timing.take()

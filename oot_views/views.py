@@ -1,21 +1,32 @@
-"""HTML pages and their JSON twins. Each view parses filters, calls one builder in
-`pages`, and renders; a ClickHouse or DynamoDB failure becomes an error state."""
+"""HTML pages and their JSON twins.
 
-import dataclasses
+Each view parses its query string, calls one builder, and renders. An invalid
+parameter is a 400 that names it; a ClickHouse or DynamoDB failure or timeout
+is a 503 with an error message (the page keeps its header and filters), never
+a blank page or a trace.
+"""
+
 import logging
 from collections.abc import Callable
-from datetime import datetime
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_safe
 
 from oot_ingest.dynamo import DynamoUnavailable
-from oot_views import pages
+from oot_views import api, openapi, pages
+from oot_views.filters import DAY_CHOICES, EVENT_LABELS, FilterError, Filters, parse_filters, parse_page
+from oot_views.metrics import metrics
 from oot_views.queries import QueryFailed
 
 logger = logging.getLogger(__name__)
 
-UNAVAILABLE = "Results are temporarily unavailable: the results store did not answer in time. Try again shortly."
+# GitHub PR numbers are far below this; a larger one cannot exist and would
+# overflow the UInt64 query parameter.
+MAX_PR_NUMBER = 10**12
+UNAVAILABLE = (
+    "Results are temporarily unavailable: the results store failed or did not answer in time. Try again shortly."
+)
 
 
 def _build(builder: Callable[[], dict]) -> tuple[dict | None, str | None]:
@@ -26,80 +37,147 @@ def _build(builder: Callable[[], dict]) -> tuple[dict | None, str | None]:
         return None, UNAVAILABLE
 
 
-DAY_CHOICES = [(1, "24h"), (7, "7d"), (30, "30d")]
-
-
-def _page(request: HttpRequest, template: str, builder: Callable[[], dict], extra: dict) -> HttpResponse:
+def _render(request: HttpRequest, template: str, builder: Callable[[], dict], context: dict) -> HttpResponse:
     data, error = _build(builder)
-    context = {
-        **extra,
-        "data": data,
-        "error": error,
-        "day_choices": DAY_CHOICES,
-        "event_choices": list(pages.EVENT_CHOICES.items()),
+    return render(request, template, {**context, "data": data, "error": error}, status=503 if error else 200)
+
+
+def _filter_context(filters: Filters | None, nav: str = "backends") -> dict:
+    return {
+        "nav": nav,
+        "filters": filters,
+        "day_choices": list(DAY_CHOICES.items()),
+        "event_choices": list(EVENT_LABELS.items()),
     }
-    return render(request, template, context, status=503 if error else 200)
 
 
-def _jsonable(value):
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items() if key != "entry"}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    return value
+def _bad_request_page(request: HttpRequest, template: str, error: FilterError, context: dict) -> HttpResponse:
+    context = {**_filter_context(None), **context, "data": None, "error": f"Invalid request: {error}."}
+    return render(request, template, context, status=400)
 
 
-def _json(builder: Callable[[], dict]) -> JsonResponse:
+def _json(builder: Callable[[], dict], shape: Callable[[dict], dict]) -> JsonResponse:
     data, error = _build(builder)
     if error:
         return JsonResponse({"ok": False, "error": error}, status=503)
-    return JsonResponse({"ok": True, **_jsonable(data)})
+    return JsonResponse({"ok": True, **shape(data)})
 
 
-def _page_number(request: HttpRequest) -> int:
-    raw = request.GET.get("page", "1")
-    return int(raw) if raw.isdigit() and 0 < int(raw) < 10_000 else 1
+def _json_error(error: FilterError) -> JsonResponse:
+    return JsonResponse({"ok": False, "error": str(error)}, status=400)
 
 
+# --- /oot ---------------------------------------------------------------
+
+
+@require_safe
 def summary_page(request: HttpRequest) -> HttpResponse:
-    filters = pages.parse_filters(request.GET)
-    return _page(request, "oot/summary.html", lambda: pages.summary(filters), {"filters": filters})
+    try:
+        filters = parse_filters(request.GET)
+    except FilterError as error:
+        return _bad_request_page(request, "oot/summary.html", error, {})
+    return _render(request, "oot/summary.html", lambda: pages.summary(filters), _filter_context(filters))
 
 
+@require_safe
 def summary_json(request: HttpRequest) -> JsonResponse:
-    filters = pages.parse_filters(request.GET)
-    return _json(lambda: pages.summary(filters))
+    try:
+        filters = parse_filters(request.GET)
+    except FilterError as error:
+        return _json_error(error)
+    return _json(lambda: pages.summary(filters), api.summary_json)
 
 
+# --- /oot/<org>/<repo> --------------------------------------------------
+
+
+@require_safe
 def backend_page(request: HttpRequest, org: str, repo: str) -> HttpResponse:
-    filters = pages.parse_filters(request.GET)
-    page = _page_number(request)
-    return _page(
+    repository = f"{org}/{repo}"
+    try:
+        filters = parse_filters(request.GET)
+        page = parse_page(request.GET)
+    except FilterError as error:
+        return _bad_request_page(request, "oot/backend.html", error, {"repository": repository})
+    return _render(
         request,
         "oot/backend.html",
-        lambda: pages.backend(f"{org}/{repo}", filters, page),
-        {"filters": filters, "repo": f"{org}/{repo}"},
+        lambda: pages.backend(repository, filters, page),
+        {**_filter_context(filters), "repository": repository},
     )
 
 
+@require_safe
 def backend_json(request: HttpRequest, org: str, repo: str) -> JsonResponse:
-    filters = pages.parse_filters(request.GET)
-    page = _page_number(request)
-    return _json(lambda: pages.backend(f"{org}/{repo}", filters, page))
+    try:
+        filters = parse_filters(request.GET)
+        page = parse_page(request.GET)
+    except FilterError as error:
+        return _json_error(error)
+    return _json(lambda: pages.backend(f"{org}/{repo}", filters, page), api.backend_json)
 
 
+# --- /pr/<number> -------------------------------------------------------
+
+
+def _check_pr_number(number: int) -> None:
+    if not 0 < number <= MAX_PR_NUMBER:
+        raise FilterError(f"PR number must be from 1 to {MAX_PR_NUMBER}, got {number}")
+
+
+@require_safe
 def pr_page(request: HttpRequest, number: int) -> HttpResponse:
-    return _page(request, "oot/pr.html", lambda: pages.pr_results(number), {"number": number})
+    try:
+        _check_pr_number(number)
+    except FilterError as error:
+        return _bad_request_page(request, "oot/pr.html", error, {"number": number})
+    return _render(request, "oot/pr.html", lambda: pages.pr_results(number), {"number": number})
 
 
+@require_safe
+def pr_lookup(request: HttpRequest) -> HttpResponse:
+    """Redirect the header's PR box (?number=N) to /pr/N."""
+    raw = request.GET.get("number", "").strip().lstrip("#")
+    try:
+        if not raw.isdigit():
+            raise FilterError(f"PR number must be a whole number, got {raw[:40]!r}")
+        number = int(raw)
+        _check_pr_number(number)
+    except FilterError as error:
+        return _bad_request_page(request, "oot/pr.html", error, {"number": raw[:40]})
+    return redirect("oot-pr", number=number)
+
+
+@require_safe
 def pr_json(request: HttpRequest, number: int) -> JsonResponse:
-    return _json(lambda: pages.pr_results(number))
+    try:
+        _check_pr_number(number)
+    except FilterError as error:
+        return _json_error(error)
+    return _json(lambda: pages.pr_results(number), api.pr_json)
 
 
+# --- /oot/metrics -------------------------------------------------------
+
+
+@require_safe
 def metrics_page(request: HttpRequest) -> HttpResponse:
-    filters = pages.parse_filters(request.GET)
-    return _page(request, "oot/metrics.html", lambda: pages.metrics(filters), {"filters": filters})
+    try:
+        filters = parse_filters(request.GET)
+    except FilterError as error:
+        return _bad_request_page(request, "oot/metrics.html", error, {"nav": "metrics"})
+    return _render(request, "oot/metrics.html", lambda: metrics(filters), _filter_context(filters, nav="metrics"))
+
+
+@require_safe
+def metrics_json(request: HttpRequest) -> JsonResponse:
+    try:
+        filters = parse_filters(request.GET)
+    except FilterError as error:
+        return _json_error(error)
+    return _json(lambda: metrics(filters), api.metrics_json)
+
+
+@require_safe
+def openapi_json(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(openapi.document())

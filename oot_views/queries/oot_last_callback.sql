@@ -1,4 +1,6 @@
--- Latest record update per backend over all time, for "not reporting" marks.
-SELECT downstream_repo, max(updated_at) AS last_update
+-- Latest record update over all time for some backends (lower-case names), for "not reporting" marks.
+-- Older versions of a record were updated earlier, so max() without FINAL is the same.
+SELECT lower(downstream_repo) AS repository_key, max(updated_at) AS last_update
 FROM {table:Identifier}
-GROUP BY downstream_repo
+WHERE has({repos:Array(String)}, lower(downstream_repo))
+GROUP BY repository_key

@@ -1,25 +1,42 @@
--- Pass-rate inputs and volume per backend and day, for the metrics page.
--- Only the latest attempt per (head SHA, workflow, job) counts; the window applies to completed_at.
+-- Series for the metrics page: one row per backend (lower-case name) and time bucket, an hour
+-- for a 1-day window and a day otherwise. Pass-rate inputs, queue and execution times cover the
+-- chosen event type; records and their ingestion-to-ClickHouse latency (updated_at, the
+-- DynamoDB write, to _inserted_at) cover every event type, the latency as the number of
+-- records at or under each of latency_bounds seconds so that buckets can be summed.
+-- Only the latest attempt per (head SHA, workflow, job) counts, "latest" being the highest
+-- (run_attempt, completed_at) packed as in oot_summary; the window applies to completed_at.
 SELECT
-    downstream_repo,
-    toDate(latest_completed_at) AS day,
-    count() AS total,
-    countIf(has({success_conclusions:Array(String)}, latest_conclusion)) AS successes,
-    countIf(has({failure_conclusions:Array(String)}, latest_conclusion)) AS failures,
-    avgIf(latest_queue_time, latest_queue_time IS NOT NULL) AS avg_queue_seconds,
-    avgIf(latest_execution_time, latest_execution_time IS NOT NULL) AS avg_execution_seconds
+    repository_key,
+    if({days:UInt32} <= 1, toStartOfHour(latest_completed_at), toStartOfDay(latest_completed_at)) AS bucket,
+    countIf(matches) AS total,
+    countIf(matches AND has({success_conclusions:Array(String)}, latest.1)) AS successes,
+    countIf(matches AND has({failure_conclusions:Array(String)}, latest.1)) AS failures,
+    avgIf(latest.2, matches AND latest.2 IS NOT NULL) AS avg_queue_seconds,
+    countIf(matches AND latest.2 IS NOT NULL) AS queue_samples,
+    avgIf(latest.3, matches AND latest.3 IS NOT NULL) AS avg_execution_seconds,
+    countIf(matches AND latest.3 IS NOT NULL) AS execution_samples,
+    count() AS records,
+    [1., 2., 5., 10., 30., 60., 300., 3600.] AS latency_bounds,
+    sumForEach(arrayMap(bound -> toUInt64(latest.4 <= bound), latency_bounds)) AS latency_at_most,
+    max(latest.4) AS latency_max
 FROM
 (
     SELECT
-        downstream_repo,
-        argMax(conclusion, (run_attempt, completed_at)) AS latest_conclusion,
-        argMax(queue_time, (run_attempt, completed_at)) AS latest_queue_time,
-        argMax(execution_time, (run_attempt, completed_at)) AS latest_execution_time,
+        lower(downstream_repo) AS repository_key,
+        event_type = {event_type:String} AS matches,
+        argMax(
+            (
+                conclusion,
+                queue_time,
+                execution_time,
+                greatest(0, dateDiff('millisecond', parseDateTime64BestEffortOrZero(updated_at, 6), _inserted_at)) / 1000
+            ),
+            bitShiftLeft(toUInt64(run_attempt), 44) + toUInt64(toUnixTimestamp64Milli(completed_at))
+        ) AS latest,
         max(completed_at) AS latest_completed_at
     FROM {table:Identifier} FINAL
     WHERE completed_at >= now64(9) - toIntervalDay({days:UInt32})
-      AND ({event_type:String} = '' OR event_type = {event_type:String})
-    GROUP BY downstream_repo, if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha), workflow_name, job_name
+    GROUP BY repository_key, event_type, cityHash64(if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha), workflow_name, job_name)
 )
-GROUP BY downstream_repo, day
-ORDER BY downstream_repo, day
+GROUP BY repository_key, bucket
+ORDER BY repository_key, bucket

@@ -1,23 +1,29 @@
--- One row per backend over the time window: pass-rate inputs, volume, duration, last run.
+-- One row per backend (lower-case name) over the time window: pass-rate inputs, volume, duration, last run.
 -- Only the latest attempt per (head SHA, workflow, job) counts; the window applies to completed_at.
+-- A record without a head SHA is a group of its own.
+--
+-- "Latest" is the highest (run_attempt, completed_at), packed into one UInt64 because argMax
+-- over a tuple key is several times slower: the attempt above bit 44, completed_at in
+-- milliseconds below it (2^44 ms reaches the year 2527).
 SELECT
-    downstream_repo,
+    repository_key,
     count() AS total,
-    countIf(has({success_conclusions:Array(String)}, latest_conclusion)) AS successes,
-    countIf(has({failure_conclusions:Array(String)}, latest_conclusion)) AS failures,
-    avgIf(latest_duration_seconds, latest_duration_seconds > 0 AND NOT latest_swept) AS avg_duration_seconds,
+    countIf(has({success_conclusions:Array(String)}, latest.1)) AS successes,
+    countIf(has({failure_conclusions:Array(String)}, latest.1)) AS failures,
+    avgIf(latest.2, latest.2 > 0 AND NOT latest.3) AS avg_duration_seconds,
     max(latest_completed_at) AS last_run
 FROM
 (
     SELECT
-        downstream_repo,
-        argMax(conclusion, (run_attempt, completed_at)) AS latest_conclusion,
-        argMax(duration_seconds, (run_attempt, completed_at)) AS latest_duration_seconds,
-        argMax(swept, (run_attempt, completed_at)) AS latest_swept,
+        lower(downstream_repo) AS repository_key,
+        argMax(
+            (conclusion, duration_seconds, swept),
+            bitShiftLeft(toUInt64(run_attempt), 44) + toUInt64(toUnixTimestamp64Milli(completed_at))
+        ) AS latest,
         max(completed_at) AS latest_completed_at
     FROM {table:Identifier} FINAL
     WHERE completed_at >= now64(9) - toIntervalDay({days:UInt32})
-      AND ({event_type:String} = '' OR event_type = {event_type:String})
-    GROUP BY downstream_repo, if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha), workflow_name, job_name
+      AND event_type = {event_type:String}
+    GROUP BY repository_key, cityHash64(if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha), workflow_name, job_name)
 )
-GROUP BY downstream_repo
+GROUP BY repository_key

@@ -1,10 +1,11 @@
-"""Formatting for the pages: durations, percentages, times and safe links."""
+"""Formatting for the pages: durations, percentages, times, event names and safe links."""
 
 from datetime import UTC, datetime
 
 from django import template
 
-from oot_ingest.urls import is_http_url
+from oot_views.filters import EVENT_LABELS
+from oot_views.links import safe_link
 
 register = template.Library()
 
@@ -37,6 +38,14 @@ def utc(value) -> str:
 
 
 @register.filter
+def utc_short(value) -> str:
+    """Format a time as "Dec 04 14:05" (UTC), for narrow table columns."""
+    if not isinstance(value, datetime):
+        return "–"
+    return value.astimezone(UTC).strftime("%b %d %H:%M")
+
+
+@register.filter
 def ago(value) -> str:
     if not isinstance(value, datetime):
         return "never"
@@ -51,9 +60,14 @@ def ago(value) -> str:
 
 
 @register.filter
+def event_label(value) -> str:
+    return EVENT_LABELS.get(value, str(value))
+
+
+@register.filter
 def http_url(value) -> str:
-    """Return the value when it is a safe http(s) URL, else an empty string (so no link is rendered)."""
-    return value if is_http_url(value) else ""
+    """Return the value when it is a safe http(s) URL, else an empty string, so that no link is rendered."""
+    return safe_link(value) or ""
 
 
 @register.filter

@@ -1,0 +1,151 @@
+"""Geometry of the metrics page's charts, rendered as inline SVG by templates/oot/_chart.html.
+
+The charts need no script and no inline style (the Content-Security-Policy
+allows neither): shapes carry classes that static/oot/oot.css colours, and
+each bar or point has a <title> that browsers show as a tooltip.
+"""
+
+import math
+from datetime import datetime
+
+WIDTH = 640
+HEIGHT = 180
+LEFT = 46
+RIGHT = 10
+TOP = 10
+BOTTOM = 24
+MAX_X_LABELS = 8
+# Pass-rate charts draw the chip thresholds (green from 95 %, yellow from 80 %).
+PASS_RATE_GUIDES = (80, 95)
+
+
+def bucket_label(moment: datetime, hourly: bool) -> str:
+    return moment.strftime("%H:%M") if hourly else moment.strftime("%b %d")
+
+
+def _nice_max(value: float) -> float:
+    """Round up to 1, 2 or 5 times a power of ten, so the axis labels are round numbers."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        if value <= step * power:
+            return float(step * power)
+    return float(10 * power)
+
+
+def _format(value: float, unit: str) -> str:
+    if unit == "%":
+        return f"{value:.0f}%"
+    if unit == "s":
+        if value >= 3600:
+            return f"{value / 3600:.1f}h"
+        if value >= 60:
+            return f"{value / 60:.0f}m"
+        return f"{value:.0f}s" if value >= 10 or value == int(value) else f"{value:.1f}s"
+    return f"{value:,.0f}"
+
+
+class _Frame:
+    """Maps bucket indexes and values to SVG coordinates."""
+
+    def __init__(self, count: int, y_max: float) -> None:
+        self.count = max(1, count)
+        self.y_max = y_max
+        self.plot_width = WIDTH - LEFT - RIGHT
+        self.plot_height = HEIGHT - TOP - BOTTOM
+
+    @property
+    def slot(self) -> float:
+        return self.plot_width / self.count
+
+    def x(self, index: int) -> float:
+        return LEFT + self.slot * (index + 0.5)
+
+    def y(self, value: float) -> float:
+        return TOP + self.plot_height * (1 - min(value, self.y_max) / self.y_max)
+
+
+def _axes(frame: _Frame, labels: list[str], unit: str, guides: tuple = ()) -> dict:
+    ticks = [0.0, frame.y_max / 2, frame.y_max]
+    step = max(1, math.ceil(len(labels) / MAX_X_LABELS))
+    return {
+        "y_ticks": [{"y": round(frame.y(tick), 1), "label": _format(tick, unit)} for tick in ticks],
+        "guides": [{"y": round(frame.y(value), 1), "label": _format(value, unit)} for value in guides],
+        "x_ticks": [
+            {"x": round(frame.x(index), 1), "label": label} for index, label in enumerate(labels) if index % step == 0
+        ],
+        "left": LEFT,
+        "right": WIDTH - RIGHT,
+        "baseline": HEIGHT - BOTTOM,
+        "label_y": HEIGHT - 6,
+    }
+
+
+def bar_chart(title: str, labels: list[str], series: list[dict], unit: str = "") -> dict:
+    """Build overlaid bars: each series is {"label", "tone", "values"}, drawn in order, later ones in front."""
+    peak = max((value or 0 for item in series for value in item["values"]), default=0)
+    frame = _Frame(len(labels), _nice_max(peak))
+    width = max(1.0, frame.slot * 0.72)
+    bars = []
+    for item in series:
+        for index, value in enumerate(item["values"]):
+            if not value:
+                continue
+            top = frame.y(value)
+            bars.append(
+                {
+                    "x": round(frame.x(index) - width / 2, 1),
+                    "y": round(top, 1),
+                    "width": round(width, 1),
+                    "height": round(HEIGHT - BOTTOM - top, 1),
+                    "tone": item["tone"],
+                    "tip": f"{labels[index]}: {_format(value, unit)} {item['label']}",
+                }
+            )
+    return {
+        "title": title,
+        "width": WIDTH,
+        "height": HEIGHT,
+        "empty": peak == 0,
+        "bars": bars,
+        "lines": [],
+        "legend": [{"tone": item["tone"], "label": item["label"]} for item in series],
+        **_axes(frame, labels, unit),
+    }
+
+
+def line_chart(
+    title: str, labels: list[str], series: list[dict], unit: str = "", y_max: float | None = None, guides: tuple = ()
+) -> dict:
+    """Build lines with a dot per value: each series is {"label", "tone", "values"}; None leaves a gap."""
+    values = [value for item in series for value in item["values"] if value is not None]
+    frame = _Frame(len(labels), y_max if y_max is not None else _nice_max(max(values, default=0)))
+    lines = []
+    for item in series:
+        segments: list[list[str]] = [[]]
+        dots = []
+        for index, value in enumerate(item["values"]):
+            if value is None:
+                segments.append([])
+                continue
+            x, y = round(frame.x(index), 1), round(frame.y(value), 1)
+            segments[-1].append(f"{x},{y}")
+            dots.append({"x": x, "y": y, "tip": f"{labels[index]}: {_format(value, unit)} {item['label']}"})
+        lines.append(
+            {
+                "tone": item["tone"],
+                "segments": [" ".join(points) for points in segments if len(points) > 1],
+                "dots": dots,
+            }
+        )
+    return {
+        "title": title,
+        "width": WIDTH,
+        "height": HEIGHT,
+        "empty": not values,
+        "bars": [],
+        "lines": lines,
+        "legend": [{"tone": item["tone"], "label": item["label"]} for item in series],
+        **_axes(frame, labels, unit, guides),
+    }
