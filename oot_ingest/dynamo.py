@@ -1,11 +1,11 @@
 """The DynamoDB table of records: client, table definition and the write.
 
 One conditional `UpdateItem` per callback. It SETs only the fields the
-callback carries, so fields from the first callback survive the second; it
-ADDs 1 to `revision` and sets `updated_at`; and its condition keeps the
-status from going back from completed to in_progress. A callback that would
-change nothing fails the condition, so it writes nothing and the response
-reports the status as stored. Only a late in_progress for a completed job
+callback carries, so fields from the first callback survive the second. It
+ADDs 1 to `revision` and sets `updated_at`. Its condition keeps the status
+from going back from completed to in_progress. A callback that would change
+nothing fails the condition, so it writes nothing and the response reports
+the status as stored. Only a late in_progress for a completed job
 that still lacks started_at or queue_time costs a second, filling write.
 
 Two sparse global secondary indexes find running jobs without a scan: the
@@ -76,10 +76,10 @@ def _client_options() -> dict[str, Any]:
             read_timeout=5,
             retries={"mode": "standard", "total_max_attempts": 2},
             tcp_keepalive=True,
-            # The write path builds typed parameters itself, and DynamoDB
-            # validates every request anyway; botocore's client-side check
-            # walks each attribute value and costs more than the rest of
-            # the request preparation.
+            # The write path builds typed parameters itself and DynamoDB
+            # validates every request, so botocore's client-side check, which
+            # walks every attribute value, is skipped: it cost more than the
+            # rest of preparing a request in a profile of the callback path.
             parameter_validation=False,
         ),
     }
@@ -247,7 +247,7 @@ def _to_attribute(value: Any) -> dict:
 
 # Attributes the write manages itself; a record's own value for them is ignored.
 BOOKKEEPING = ("dynamoKey", "status", "revision", "updated_at", "running_pr", "running_backend", "swept")
-# What a late in_progress may add to a completed record, and only where absent.
+# Fields a late in_progress may add to a completed record, only where absent.
 LATE_FILLABLE = ("started_at", "queue_time")
 
 

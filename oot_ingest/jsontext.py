@@ -2,8 +2,9 @@
 
 The standard encoder cannot write a Decimal as a number, and going through
 float would change values such as 0.1000000000000000055. `dumps` writes each
-Decimal with its own digits, so the stored text says exactly what the sender
-sent. Output is compact (no spaces) and keeps non-ASCII characters as they are.
+Decimal with its own digits, so the stored text keeps exactly the value the
+sender sent. Output is compact (no spaces) and keeps non-ASCII characters as
+they are.
 """
 
 import math

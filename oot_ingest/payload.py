@@ -7,12 +7,12 @@ nesting in everything the record keeps, and extracts the record's fields.
 Both raise `PayloadError`, which names the offending field; the view turns it
 into a 400.
 
-Every stored value is bounded, so that the item stays far below DynamoDB's
-400 KB limit whatever a 2 MiB body holds: names and ids of at most 256
-characters, URLs of at most 2,048, an environment of at most 8 KiB and the
-failed tests of at most 256 KiB (see failed_tests.py). The upstream webhook
-body (`payload`) is not stored; only the PR number, head SHA and repository
-are read from it.
+Every stored value is bounded, so the item stays well under DynamoDB's
+400 KB limit whatever a 2 MiB body holds. Names and ids have at most 256
+characters and URLs at most 2,048. The environment has at most 8 KiB and the
+failed tests at most 256 KiB (see failed_tests.py). The upstream webhook body
+(`payload`) is not stored: only the PR number, head SHA and repository are
+read from it.
 """
 
 import json
@@ -292,7 +292,7 @@ def _preview(value: Any) -> str:
 def parse_count(value: Any, path: str, maximum: int = MAX_COUNT) -> int | None:
     """Read a count: an integer >= 0 or a string of decimal digits; null is absent.
 
-    A JSON number with a zero fraction (10.0, 1e3) is an integer too; any
+    A JSON number with a zero fraction (10.0, 1e3) counts as an integer. Any
     other fraction, a negative number, a boolean or another string is invalid.
     """
     if value is None:

@@ -168,7 +168,7 @@ def results(request: HttpRequest) -> HttpResponse:
         _log_rejection(rejection)
         return _error_response(rejection)
     except Exception:
-        # A bug must still answer in the API's error shape; the traceback goes to the log.
+        # A bug still gets the API's error shape in the response; the traceback goes to the log.
         logger.exception("callback failed with an unexpected error")
         return JsonResponse({"ok": False, "error": "internal error; the service logged the details"}, status=500)
 

@@ -1,7 +1,7 @@
 """DynamoDB throttling, server errors and outages give 503 with Retry-After and leave the item as it was.
 
 Throttling and server errors are faults DynamoDB Local cannot produce, so they
-are injected with botocore's Stubber on the service's own client; an outage
+are injected with botocore's Stubber on the service's own client. An outage
 is a real refused connection.
 """
 
