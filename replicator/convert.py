@@ -12,7 +12,7 @@ to the dead-letter table instead of failing the whole batch's insert.
 
 import json
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
@@ -70,6 +70,9 @@ COLUMNS = (
     "_is_deleted",
 )
 
+STATUS_INDEX = STRING_COLUMNS.index("status")
+REVISION_INDEX = COUNT_COLUMNS.index("revision")
+
 _deserializer = TypeDeserializer()
 
 
@@ -78,8 +81,25 @@ class ConversionError(ValueError):
 
 
 def deserialize(image: dict) -> dict[str, Any]:
-    """Turn a typed DynamoDB image ({"S": ...}, {"N": ...}) into plain Python values."""
-    return {name: _deserializer.deserialize(value) for name, value in image.items()}
+    """Turn a typed DynamoDB image ({"S": ...}, {"N": ...}) into plain Python values.
+
+    Numbers become int when they are plain non-negative integers and Decimal
+    otherwise, so no number loses precision.
+    """
+    return {name: _plain(value) for name, value in image.items()}
+
+
+def _plain(value: dict) -> Any:
+    # The record's own attributes are S, N and BOOL; those skip boto3's
+    # generic dispatch, which was most of the conversion time.
+    if "S" in value:
+        return value["S"]
+    if "N" in value:
+        text = value["N"]
+        return int(text) if text.isdigit() else Decimal(text)
+    if "BOOL" in value:
+        return value["BOOL"]
+    return _deserializer.deserialize(value)
 
 
 def parse_time(value: Any, field: str) -> datetime:
@@ -106,31 +126,31 @@ def version(status: str, revision: int, deleted: bool = False) -> int:
     return (rank << REVISION_BITS) | min(revision, (1 << REVISION_BITS) - 1)
 
 
-def _count(item: dict, name: str, maximum: int = UINT64_MAX) -> int:
-    value = item.get(name)
+def _count(name: str, value: Any, maximum: int = UINT64_MAX) -> int:
     if value is None:
         return 0
-    if isinstance(value, Decimal) and value == value.to_integral_value() and 0 <= value <= maximum:
-        return int(value)
+    if type(value) is int and 0 <= value <= maximum:
+        return value
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        if 0 <= value <= maximum:
+            return int(value)
     raise ConversionError(f"{name} is not an integer from 0 to {maximum}: {value!r}")
 
 
-def _seconds(item: dict, name: str) -> float | None:
-    value = item.get(name)
+def _seconds(name: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, Decimal) and value.is_finite():
+    if type(value) is int or (isinstance(value, Decimal) and value.is_finite()):
         return float(value)
     raise ConversionError(f"{name} is not a number: {value!r}")
 
 
-def _text(item: dict, name: str) -> str:
-    value = item.get(name)
+def _text(name: str, value: Any) -> str:
+    if type(value) is str:
+        return value
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Decimal) and value.is_finite():
+    if type(value) is int or (isinstance(value, Decimal) and value.is_finite()):
         return str(value)
     if isinstance(value, (dict, list)):
         # A JSON column (environment, failed_tests_json) written as a map or list.
@@ -140,31 +160,27 @@ def _text(item: dict, name: str) -> str:
 
 def to_row(item: dict[str, Any], deleted: bool = False) -> list[Any]:
     """Convert a deserialized record into a row in COLUMNS order; raise ConversionError when it cannot be one."""
-    if not item.get("dynamoKey") or not isinstance(item["dynamoKey"], str):
+    get = item.get
+    key = get("dynamoKey")
+    if not key or not isinstance(key, str):
         raise ConversionError("record has no dynamoKey")
-    try:
-        row = _columns(item)
-    except (InvalidOperation, OverflowError) as error:
-        raise ConversionError(f"record has a number ClickHouse cannot store: {error!r}") from None
-    row["_version"] = version(row["status"], row["revision"], deleted)
-    row["_is_deleted"] = 1 if deleted else 0
-    return [row[name] for name in COLUMNS]
-
-
-def _columns(item: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {name: _text(item, name) for name in STRING_COLUMNS}
-    for name in COUNT_COLUMNS:
-        row[name] = _count(item, name)
-    row["run_attempt"] = _count(item, "run_attempt", UINT32_MAX) or 1
-    swept = item.get("swept", False)
+    strings = [_text(name, get(name)) for name in STRING_COLUMNS]
+    counts = [_count(name, get(name)) for name in COUNT_COLUMNS]
+    swept = get("swept", False)
     if not isinstance(swept, bool):
         raise ConversionError(f"swept is not a boolean: {swept!r}")
-    row["swept"] = swept
-    row["queue_time"] = _seconds(item, "queue_time")
-    row["execution_time"] = _seconds(item, "execution_time")
-    row["started_at"] = parse_time(item.get("started_at"), "started_at")
     # A completion reported without completed_at is placed at the time the
     # service stored it, so it still falls into the pages' time windows.
-    completed_at = item.get("completed_at") or item.get("updated_at")
-    row["completed_at"] = parse_time(completed_at, "completed_at")
-    return row
+    completed_at = get("completed_at") or get("updated_at")
+    return [
+        *strings,
+        *counts,
+        _count("run_attempt", get("run_attempt"), UINT32_MAX) or 1,
+        swept,
+        _seconds("queue_time", get("queue_time")),
+        _seconds("execution_time", get("execution_time")),
+        parse_time(get("started_at"), "started_at"),
+        parse_time(completed_at, "completed_at"),
+        version(strings[STATUS_INDEX], counts[REVISION_INDEX], deleted),
+        1 if deleted else 0,
+    ]

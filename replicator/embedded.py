@@ -14,9 +14,8 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 from oot_ingest import sweeper
-from replicator import clickhouse
+from replicator import clickhouse, status
 from replicator.runner import run_locked
-from replicator import status
 
 logger = logging.getLogger(__name__)
 

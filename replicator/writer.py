@@ -46,20 +46,22 @@ def row_for_record(record: dict) -> list | None:
     if event == "REMOVE":
         if removed_by_ttl(record):
             return None
-        old = deserialize(data.get("OldImage") or {})
-        if not old:
-            raise ConversionError("REMOVE without OldImage; the stream must use NEW_AND_OLD_IMAGES")
-        if old.get("status") != STATUS_COMPLETED:
-            return None
-        return to_row(old, deleted=True)
-    if event not in ("INSERT", "MODIFY"):
+        image = data.get("OldImage")
+    elif event in ("INSERT", "MODIFY"):
+        image = data.get("NewImage")
+    else:
         raise ConversionError(f"unknown eventName {event!r}")
-    new = deserialize(data.get("NewImage") or {})
-    if not new:
-        raise ConversionError(f"{event} without NewImage; the stream must use NEW_AND_OLD_IMAGES")
-    if new.get("status") != STATUS_COMPLETED:
+    if not image:
+        raise ConversionError(f"{event} without its image; the stream must use NEW_AND_OLD_IMAGES")
+    # Most records of a running job are skipped here, before any conversion.
+    if _status(image) != STATUS_COMPLETED:
         return None
-    return to_row(new)
+    return to_row(deserialize(image), deleted=event == "REMOVE")
+
+
+def _status(image: dict) -> str | None:
+    status = image.get("status")
+    return status.get("S") if isinstance(status, dict) else None
 
 
 def rows_for_batch(stream_arn: str, shard_id: str, records: list[dict]) -> tuple[list[list], int]:
