@@ -6,7 +6,7 @@ from replicator.models import DeadLetter, ReplicatorStatus, ShardCheckpoint, Str
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """The replicator writes these rows; people only read them."""
+    """The replicator writes these rows, and people only read or delete them."""
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -40,9 +40,9 @@ def load_checkpoint(stream_arn: str, shard: dict) -> ShardCheckpoint:
 def advance_checkpoint(
     checkpoint: ShardCheckpoint, sequence_number: str, record_at: datetime | None = None
 ) -> ShardCheckpoint:
-    """Move a checkpoint forward to `sequence_number` and clear its pending batch; never move it backwards.
+    """Move a checkpoint forward to `sequence_number` and clear its pending batch, never backwards.
 
-    Returns the stored checkpoint, which is unchanged (and newer) when the
+    Return the stored checkpoint, which is unchanged (and newer) when the
     offered sequence number is not past the stored one.
     """
     for _ in range(CAS_ATTEMPTS):

@@ -1,8 +1,8 @@
 """Conversion of a DynamoDB record image into a ClickHouse row.
 
-Numbers arrive as exact decimals and leave as ints or floats; ISO 8601 times
-become timezone-aware UTC datetimes whatever the process time zone (the
-ClickHouse client turns a naive datetime into local time). A missing
+Numbers arrive as exact decimals and leave as ints or floats. ISO 8601 times
+become timezone-aware UTC datetimes whatever the process time zone, because
+the ClickHouse client reads a naive datetime as local time. A missing
 started_at becomes the epoch, which the queries read as "unknown": the
 duration is 0 and the record is placed in time by completed_at.
 
@@ -77,7 +77,7 @@ _deserializer = TypeDeserializer()
 
 
 class ConversionError(ValueError):
-    """A record image that can never become a row; it goes to the dead-letter table."""
+    """A record image that can never become a row, which goes to the dead-letter table."""
 
 
 def deserialize(image: dict) -> dict[str, Any]:
@@ -90,8 +90,8 @@ def deserialize(image: dict) -> dict[str, Any]:
 
 
 def _plain(value: dict) -> Any:
-    # The record's own attributes are S, N and BOOL; those skip boto3's
-    # generic dispatch, which was most of the conversion time.
+    # The record's own attributes are S, N and BOOL. Those skip boto3's
+    # generic dispatch, which took most of the conversion time.
     if "S" in value:
         return value["S"]
     if "N" in value:
@@ -103,7 +103,7 @@ def _plain(value: dict) -> Any:
 
 
 def parse_time(value: Any, field: str) -> datetime:
-    """Parse an ISO 8601 time into an aware UTC datetime; a missing value becomes the epoch."""
+    """Parse an ISO 8601 time into an aware UTC datetime, or the epoch when the value is missing."""
     if value in (None, ""):
         return EPOCH
     if not isinstance(value, str):
@@ -159,7 +159,7 @@ def _text(name: str, value: Any) -> str:
 
 
 def to_row(item: dict[str, Any], deleted: bool = False) -> list[Any]:
-    """Convert a deserialized record into a row in COLUMNS order; raise ConversionError when it cannot be one."""
+    """Convert a deserialized record into a row in COLUMNS order, or raise ConversionError."""
     get = item.get
     key = get("dynamoKey")
     if not key or not isinstance(key, str):

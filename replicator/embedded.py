@@ -23,7 +23,7 @@ _started = threading.Event()
 
 
 def _tick(schema_ready: bool) -> bool:
-    """Run one replication pass, creating the table first if needed; return whether the table exists."""
+    """Run one replication pass, creating the table first if needed, and return True once the table exists."""
     close_old_connections()
     if not schema_ready:
         clickhouse.ensure_schema()

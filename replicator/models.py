@@ -8,7 +8,7 @@ class ShardCheckpoint(models.Model):
     """The last sequence number of a shard that is safely in ClickHouse.
 
     Keyed by stream ARN, so a re-created table (a new stream) starts clean.
-    Only sequence numbers are stored: shard iterators expire after 15 minutes.
+    Only sequence numbers are stored, because shard iterators expire after 15 minutes.
     """
 
     stream_arn = models.CharField(max_length=400)

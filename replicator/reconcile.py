@@ -1,9 +1,9 @@
 """Rebuild ClickHouse rows from DynamoDB itself, independent of the stream.
 
 Used after a stream gap (trimmed data) and by the `reconcile` command. The
-scan reads completed records (all, or those updated at or after a time),
-and a batch inserts only the rows whose version ClickHouse does not hold
-yet, so a second run inserts nothing: neither the FINAL nor the raw row
+scan reads completed records (all, or those updated at or after a time).
+Each batch inserts only the rows whose version ClickHouse does not hold
+yet, so a second run inserts nothing and neither the FINAL nor the raw row
 count changes. Rows carry the record's own version, so a reconcile never
 replaces a newer row.
 
@@ -49,7 +49,7 @@ class ReconcileResult:
 
 
 def _stamp(since: datetime) -> str:
-    # updated_at is written as 2026-12-04T10:15:30.123456Z; a bound without the
+    # updated_at is written as 2026-12-04T10:15:30.123456Z. A bound without the
     # microseconds would sort after every record of its own second.
     return since.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 

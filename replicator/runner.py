@@ -4,8 +4,8 @@ Two beat processes, or the task queued twice, each call `run_locked`; the
 one that does not get the lock returns at once. The lock's TTL exceeds the
 run's deadline, and a thread renews it every RENEW_INTERVAL_SECONDS while
 the run works, so a live run keeps it and a killed one frees it within the
-TTL. A run whose lock could not be renewed (lost to expiry or to Redis) is
-told to stop before its next page.
+TTL. A run whose lock could not be renewed (lost to expiry or to Redis)
+stops before its next page.
 """
 
 import logging
@@ -33,7 +33,7 @@ MAX_HOLD_SECONDS = RUN_DEADLINE_SECONDS + 5 * 60
 
 
 class _Renewal:
-    """Extends a held lock in a background thread until stopped; sets `lost` when it cannot."""
+    """Background renewal of a held lock, which sets `lost` when the lock cannot be renewed."""
 
     def __init__(self, lock) -> None:
         self.lock = lock
@@ -75,7 +75,7 @@ class _Renewal:
 
 
 def run_locked(work: Callable[..., RunStats | None] = replicate_once) -> RunStats | None:
-    """Run one pass if no other process is running one; return None when skipped or failed.
+    """Run one pass unless another process is running one, and return None when skipped or failed.
 
     `work` is called with `deadline_seconds` and `should_stop`.
     """

@@ -1,4 +1,4 @@
-"""What operators see of replication: run statistics, failures, and the Prometheus lines for /metrics."""
+"""Replication figures for operators: run statistics, failure logging and the Prometheus lines for /metrics."""
 
 import logging
 import threading
@@ -22,7 +22,7 @@ FAILURE_LOG_INTERVAL_SECONDS = 60.0
 
 
 class _FailureLog:
-    """Logs the first failed run in full and repeats at most once a minute, with the count."""
+    """Failure logging that writes the first failed run in full, then one line with the count per interval."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

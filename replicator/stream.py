@@ -11,7 +11,7 @@ number), and ClickHouse drops the copy.
 Reading rules:
 
 - A closed shard (its listing has an EndingSequenceNumber) is read until
-  GetRecords returns no NextShardIterator, through any empty pages; the
+  GetRecords returns no NextShardIterator, through any empty pages. The
   records of its last page are written before it is marked finished.
 - The open tip of a shard is read until EMPTY_PAGES_AT_TIP empty pages in a
   row. The iterator it ended on is kept in memory (never stored) for the
@@ -71,19 +71,22 @@ THROTTLE_ATTEMPTS = 4
 THROTTLE_BACKOFF_SECONDS = 0.2
 # Iterator renewals per shard and run before an ExpiredIteratorException is raised.
 ITERATOR_RENEWALS = 3
-# The reconcile after a gap starts this long before the last record read,
-# because a record's updated_at (written by the service) can precede the
-# stream's ApproximateCreationDateTime, which is rounded down.
+# The reconcile after a gap starts this long before the time kept for the
+# last record read. That time is the writer's clock (updated_at) or the
+# stream's ApproximateCreationDateTime, which AWS rounds down to the second
+# and DynamoDB Local to the minute. Other writers' clocks may also lag it.
 GAP_MARGIN = timedelta(minutes=5)
 DEFAULT_DEADLINE_SECONDS = 40.0
 
 
 class Throttled(Exception):
-    """DynamoDB Streams kept throttling one call; the run leaves that shard for the next run."""
+    """DynamoDB Streams kept throttling one call, so the run leaves that shard for the next run."""
 
 
 @dataclass
 class RunStats:
+    """Figures of one replication run, with times in seconds."""
+
     records_read: int = 0
     rows_inserted: int = 0
     batches: int = 0
@@ -95,7 +98,7 @@ class RunStats:
     caught_up: bool = True
     max_lag_seconds: float | None = None
     read_seconds: float = 0.0
-    # Conversion and insert; checkpoint updates are timed apart.
+    # Conversion and insert. Checkpoint updates are timed apart.
     write_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
     started: float = 0.0
@@ -106,6 +109,7 @@ class RunStats:
         return max(0.0, self.finished - self.started)
 
     def observe_lag(self, written_at: datetime | None, visible_at: datetime) -> None:
+        """Keep the longest time from a record's write to the end of its batch's insert."""
         if written_at is None:
             return
         lag = max(0.0, (visible_at - written_at).total_seconds())
@@ -233,13 +237,11 @@ class Replicator:
         streams=None,
         stream_arn: str | None = None,
         deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
-        on_progress: Callable[[], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ):
         self.streams = streams or streams_client()
         self.stream_arn = stream_arn or current_stream_arn()
         self.deadline = time.monotonic() + deadline_seconds
-        self.on_progress = on_progress or (lambda: None)
         self.should_stop = should_stop or (lambda: False)
         self.stats = RunStats()
 
@@ -277,11 +279,17 @@ class Replicator:
                 continue
             parent_id = shard.get("ParentShardId", "")
             if parent_id in listed and parent_id not in finished:
-                # The parent was not read to its end in this run; its records come first.
+                # The parent was not read to its end in this run, and its records come first.
                 self.stats.caught_up = False
                 continue
             checkpoint = checkpoints.get(shard_id) or load_checkpoint(self.stream_arn, shard)
-            checkpoint = self.read_shard(shard, checkpoint)
+            try:
+                checkpoint = self.read_shard(shard, checkpoint)
+            except Throttled as error:
+                # Batches written so far are checkpointed, and the rest waits for the next run.
+                logger.warning("DynamoDB Streams throttled shard=%s error=%s; reading it next run", shard_id, error)
+                self.stats.caught_up = False
+                continue
             if checkpoint.finished:
                 finished.add(shard_id)
 
@@ -289,7 +297,7 @@ class Replicator:
         return time.monotonic() > self.deadline or self.should_stop()
 
     def _forget_vanished_shards(self, checkpoints: dict[str, ShardCheckpoint], listed: set[str]) -> None:
-        """Delete checkpoints of shards trimmed out of the listing; an unfinished one left a gap."""
+        """Delete checkpoints of shards trimmed out of the listing, recording a gap for an unfinished one."""
         for shard_id in [shard_id for shard_id in checkpoints if shard_id not in listed]:
             checkpoint = checkpoints.pop(shard_id)
             if not checkpoint.finished:
@@ -305,7 +313,7 @@ class Replicator:
     # --- calls to DynamoDB Streams ------------------------------------------
 
     def _call(self, function, *args, **kwargs):
-        """Call DynamoDB Streams, backing off on throttling; raise Throttled when it persists."""
+        """Call DynamoDB Streams, backing off while it throttles, and raise Throttled when it keeps throttling."""
         for attempt in range(1, THROTTLE_ATTEMPTS + 1):
             try:
                 return function(*args, **kwargs)
@@ -376,14 +384,14 @@ class Replicator:
     # --- one shard -------------------------------------------------------------
 
     def read_shard(self, shard: dict, checkpoint: ShardCheckpoint) -> ShardCheckpoint:
-        """Read one shard from its checkpoint to its end (closed) or tip (open); return the new checkpoint."""
+        """Read one shard from its checkpoint to its end (closed) or tip (open) and return the new checkpoint."""
         shard_id = shard["ShardId"]
         self.stats.shards_read += 1
         iterator = iterator_cache.take(self.stream_arn, shard_id, checkpoint.sequence_number)
         if iterator is None:
             iterator, checkpoint = self._iterator(shard_id, checkpoint)
         # Records of an interrupted batch, collected again up to its pending boundary.
-        held: list[dict] = []
+        interrupted: list[dict] = []
         empty_pages = renewals = trims = 0
 
         while iterator:
@@ -393,21 +401,17 @@ class Replicator:
             started = time.monotonic()
             try:
                 page = self._call(self.streams.get_records, ShardIterator=iterator, Limit=PAGE_LIMIT)
-            except Throttled:
-                logger.warning("GetRecords throttled shard=%s; reading it again next run", shard_id)
-                self.stats.caught_up = False
-                return checkpoint
             except ClientError as error:
                 code = _error_code(error)
                 if code == "ExpiredIteratorException" and renewals < ITERATOR_RENEWALS:
                     renewals += 1
-                    held = []
+                    interrupted = []
                     logger.info("shard iterator expired shard=%s; renewing it from the checkpoint", shard_id)
                     iterator, checkpoint = self._iterator(shard_id, checkpoint)
                     continue
                 if code == "TrimmedDataAccessException" and trims == 0:
                     trims += 1
-                    held = []
+                    interrupted = []
                     checkpoint = self._recover_trimmed(checkpoint)
                     iterator = self._trim_horizon_iterator(shard_id)
                     continue
@@ -424,8 +428,8 @@ class Replicator:
                 empty_pages += 1
 
             if checkpoint.pending_sequence_number and records:
-                records, held, checkpoint = self._complete_pending_batch(
-                    shard_id, checkpoint, records, held, ended=not next_iterator
+                records, interrupted, checkpoint = self._complete_pending_batch(
+                    shard_id, checkpoint, records, interrupted, ended=not next_iterator
                 )
             if records:
                 checkpoint = self.write_batch(shard_id, records, checkpoint)
@@ -436,7 +440,7 @@ class Replicator:
                 and empty_pages >= EMPTY_PAGES_AT_TIP
                 and "EndingSequenceNumber" not in shard.get("SequenceNumberRange", {})
             ):
-                if not held:
+                if not interrupted:
                     iterator_cache.keep(self.stream_arn, shard_id, checkpoint.sequence_number, iterator)
                 return checkpoint
 
@@ -445,27 +449,28 @@ class Replicator:
         return checkpoint
 
     def _complete_pending_batch(
-        self, shard_id: str, checkpoint: ShardCheckpoint, records: list[dict], held: list[dict], ended: bool
+        self, shard_id: str, checkpoint: ShardCheckpoint, records: list[dict], interrupted: list[dict], ended: bool
     ) -> tuple[list[dict], list[dict], ShardCheckpoint]:
         """Re-send a batch interrupted before its checkpoint, with its original boundaries.
 
-        Returns the page's records past the batch, the records still held
-        (when the batch continues on the next page), and the checkpoint.
+        Return the page's records past the batch, the records of the batch
+        collected so far (when it continues on the next page), and the
+        checkpoint.
         """
         boundary = sequence_value(checkpoint.pending_sequence_number)
-        held = held + [record for record in records if sequence_value(_sequence(record)) <= boundary]
+        interrupted = interrupted + [record for record in records if sequence_value(_sequence(record)) <= boundary]
         rest = [record for record in records if sequence_value(_sequence(record)) > boundary]
-        complete = bool(rest) or ended or (held and sequence_value(_sequence(held[-1])) == boundary)
-        if not complete:
-            return [], held, checkpoint
+        reached = bool(interrupted) and sequence_value(_sequence(interrupted[-1])) == boundary
+        if not (rest or ended or reached):
+            return [], interrupted, checkpoint
         logger.info(
             "re-sending a batch interrupted before its checkpoint shard=%s last_sequence_number=%s records=%s",
             shard_id,
             checkpoint.pending_sequence_number,
-            len(held),
+            len(interrupted),
         )
-        if held:
-            checkpoint = self.write_batch(shard_id, held, checkpoint)
+        if interrupted:
+            checkpoint = self.write_batch(shard_id, interrupted, checkpoint)
         return rest, [], checkpoint
 
     def write_batch(self, shard_id: str, records: list[dict], checkpoint: ShardCheckpoint) -> ShardCheckpoint:
@@ -494,7 +499,6 @@ class Replicator:
         checkpoint = advance_checkpoint(checkpoint, last, _written_at(records[-1]))
         self.stats.checkpoint_seconds += time.monotonic() - started
         self.stats.batches += 1
-        self.on_progress()
         return checkpoint
 
 
@@ -503,19 +507,16 @@ RUN_ERRORS = (ClientError, BotoCoreError, ClickHouseError, clickhouse.ClickHouse
 
 def replicate_once(
     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
-    on_progress: Callable[[], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     streams=None,
 ) -> RunStats | None:
-    """Run one replication pass over the current stream, reconcile open gaps, record the statistics.
+    """Run one replication pass over the current stream, reconcile open gaps and record the statistics.
 
-    Returns None when the run failed; the failure is logged and stored in
+    Return None when the run failed. The failure is logged and stored in
     ReplicatorStatus, and checkpoints stay where the last good batch left them.
     """
     try:
-        replicator = Replicator(
-            streams=streams, deadline_seconds=deadline_seconds, on_progress=on_progress, should_stop=should_stop
-        )
+        replicator = Replicator(streams=streams, deadline_seconds=deadline_seconds, should_stop=should_stop)
     except (ClientError, BotoCoreError) as error:
         status.record_failure(None, f"cannot describe table {settings.DYNAMODB_TABLE}: {error}")
         return None

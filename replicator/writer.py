@@ -1,7 +1,7 @@
 """The writing half of replication: stream records to rows, dead letters, and the insert.
 
 Only completed records become rows. A REMOVE made by a person becomes a
-tombstone row that hides the record under FINAL; a REMOVE made by DynamoDB's
+tombstone row that hides the record under FINAL. A REMOVE made by DynamoDB's
 TTL (userIdentity type Service, principal dynamodb.amazonaws.com) is ignored,
 so expired items stay in ClickHouse. A record that cannot be converted is
 stored as a DeadLetter with the reason and never silently dropped.
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 INSERT_ATTEMPTS = 4
-# Delay before the second attempt; it doubles for each further one, with jitter.
+# Delay before the second attempt. It doubles for each further one, with jitter.
 INSERT_BACKOFF_SECONDS = 0.5
 INSERT_BACKOFF_MAX_SECONDS = 8.0
 
@@ -40,7 +40,10 @@ def removed_by_ttl(record: dict) -> bool:
 
 
 def row_for_record(record: dict) -> list | None:
-    """Return the row a stream record produces, or None when it produces none; raise ConversionError."""
+    """Return the row a stream record produces, or None when it produces none.
+
+    Raise ConversionError when the record cannot be converted.
+    """
     event = record.get("eventName")
     data = record.get("dynamodb") or {}
     if event == "REMOVE":
@@ -65,7 +68,7 @@ def _status(image: dict) -> str | None:
 
 
 def rows_for_batch(stream_arn: str, shard_id: str, records: list[dict]) -> tuple[list[list], int]:
-    """Convert a batch of stream records; return the newest row per key and the number of dead letters."""
+    """Convert a batch of stream records and return the newest row per key and the number of dead letters."""
     latest: dict[str, list] = {}
     dead_letters = 0
     for record in records:
@@ -134,7 +137,7 @@ def _store_dead_letter(fingerprint: str, **fields) -> None:
 
 
 def insert_rows(rows: list[list], dedup_token: str | None = None) -> None:
-    """Insert rows, retrying failures with jittered exponential backoff; raise after the last attempt.
+    """Insert rows, retrying failures with jittered exponential backoff, and raise after the last attempt.
 
     With a deduplication token, ClickHouse drops a block whose token it has
     already stored (within the table's non_replicated_deduplication_window),

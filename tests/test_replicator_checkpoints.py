@@ -1,6 +1,6 @@
 """Checkpoints: one per shard and stream ARN, sequence numbers only, never moved backwards.
 
-The stream is DynamoDB Local's; a batch interrupted between its insert and
+The stream is DynamoDB Local's. A batch interrupted between its insert and
 its checkpoint is re-sent with the same boundaries, so ClickHouse drops the
 copy and the raw row count stays exact.
 """

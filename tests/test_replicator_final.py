@@ -1,4 +1,4 @@
-"""Every saved query answers from the newest version of each record, whatever arrived when.
+"""Every saved query returns the newest version of each record, whatever arrived when.
 
 Each version below is inserted as its own part, so only FINAL (and filters
 applied after it) can pick the newest one: an older failure next to a newer

@@ -1,8 +1,8 @@
 """Stream behaviour only AWS produces, through botocore's Stubber at the DynamoDB Streams client.
 
 Shard splits, DescribeStream pagination, expired iterators, trimmed data and
-throttling cannot be produced by DynamoDB Local. The Stubber replays AWS's
-answers in a fixed order, so each test also checks the order of the calls:
+throttling cannot be produced by DynamoDB Local. The Stubber returns AWS's
+responses in a fixed order, so each test also checks the order of the calls:
 a parent is read before its children, a child starts at TRIM_HORIZON, an
 open shard's iterator is kept between runs. Checkpoints, ClickHouse and the
 reconcile's DynamoDB scan are the real components.
@@ -117,7 +117,7 @@ def shard(name: str, start: int, end: int | None = None, parent: str | None = No
 
 
 def expect_listing(stubber, arn: str, *pages: list[dict]) -> None:
-    """Queue DescribeStream answers, one page per list, linked by LastEvaluatedShardId."""
+    """Queue DescribeStream responses, one page per list, linked by LastEvaluatedShardId."""
     previous = None
     for index, shards in enumerate(pages):
         description = {"StreamArn": arn, "StreamStatus": "ENABLED", "Shards": shards}
@@ -271,6 +271,28 @@ def test_throttled_page_is_retried_with_backoff(streams, monkeypatch):
     assert stats.throttled == 1
     assert stats.caught_up
     assert replicated_keys() == [key_for(2)]
+
+
+def test_throttled_iterator_skips_shard_until_next_run(streams, monkeypatch):
+    client, stubber = streams
+    monkeypatch.setattr(stream, "THROTTLE_BACKOFF_SECONDS", 0.001)
+    expect_listing(stubber, ARN, [shard("busy", 1), shard("calm", 100)])
+    for _ in range(stream.THROTTLE_ATTEMPTS):
+        stubber.add_client_error(
+            "get_shard_iterator",
+            service_error_code="LimitExceededException",
+            http_status_code=400,
+            expected_params={"StreamArn": ARN, "ShardId": sid("busy"), "ShardIteratorType": "TRIM_HORIZON"},
+        )
+    expect_iterator(stubber, ARN, "calm", "calm-1")
+    expect_page(stubber, "calm-1", [stream_record(101)], "calm-2")
+    expect_tip(stubber, "calm-2")
+
+    stats = Replicator(streams=client, stream_arn=ARN).run()
+
+    assert not stats.caught_up
+    assert checkpoint("busy").sequence_number == ""
+    assert replicated_keys() == [key_for(101)], "the other shard is still read"
 
 
 def test_missing_next_iterator_ends_shard(streams):
