@@ -16,13 +16,13 @@ from oot_ingest.vocabulary import STATUS_IN_PROGRESS, chip_for
 from oot_views import links
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# A details panel lists this many failed tests; the rest are counted.
+# A details panel lists this many failed tests and counts the rest.
 FAILED_TESTS_SHOWN = 20
 FAILED_TEST_MESSAGE_CHARS = 600
 
 
 def as_utc(value: Any) -> datetime | None:
-    """Turn a ClickHouse or ISO 8601 time into an aware UTC datetime; the epoch and bad values mean unknown."""
+    """Turn a ClickHouse or ISO 8601 time into an aware UTC datetime, or None for the epoch and bad values."""
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -51,7 +51,7 @@ def to_number(value: Any) -> float | None:
 
 
 def to_count(value: Any) -> int:
-    """Return a non-negative int from a ClickHouse count or a DynamoDB decimal; anything else is 0."""
+    """Return a non-negative int from a ClickHouse count or a DynamoDB decimal, and 0 for anything else."""
     number = to_number(value)
     return int(number) if number is not None and number >= 0 else 0
 
@@ -134,7 +134,7 @@ def _attempt_order(cell: dict) -> tuple:
 
 
 def latest_attempts(cells: list[dict]) -> list[dict]:
-    """Keep the latest attempt per (backend, workflow, job); older attempts go to its `older_attempts`."""
+    """Keep the latest attempt per (backend, workflow, job) and move older attempts to its `older_attempts`."""
     latest: dict[tuple, dict] = {}
     for cell in sorted(cells, key=_attempt_order, reverse=True):
         key = (cell["backend"], cell["workflow"], cell["job"])

@@ -8,13 +8,13 @@ each bar or point has a <title> that browsers show as a tooltip.
 import math
 from datetime import datetime
 
-WIDTH = 640
-HEIGHT = 180
-LEFT = 46
+WIDTH = 520
+HEIGHT = 170
+LEFT = 50
 RIGHT = 10
 TOP = 10
-BOTTOM = 24
-MAX_X_LABELS = 8
+BOTTOM = 26
+MAX_X_LABELS = 6
 # Pass-rate charts draw the chip thresholds (green from 95 %, yellow from 80 %).
 PASS_RATE_GUIDES = (80, 95)
 
@@ -118,7 +118,7 @@ def bar_chart(title: str, labels: list[str], series: list[dict], unit: str = "")
 def line_chart(
     title: str, labels: list[str], series: list[dict], unit: str = "", y_max: float | None = None, guides: tuple = ()
 ) -> dict:
-    """Build lines with a dot per value: each series is {"label", "tone", "values"}; None leaves a gap."""
+    """Build lines with a dot per value: each series is {"label", "tone", "values"}, and None leaves a gap."""
     values = [value for item in series for value in item["values"] if value is not None]
     frame = _Frame(len(labels), y_max if y_max is not None else _nice_max(max(values, default=0)))
     lines = []

@@ -34,7 +34,7 @@ class Filters:
 
 
 def parse_filters(query) -> Filters:
-    """Read ?days= (1, 7 or 30) and ?event= from a query string; absent values take the defaults."""
+    """Read ?days= (1, 7 or 30) and ?event= from a query string, using the defaults for absent values."""
     raw_days = query.get("days", "")
     if raw_days == "":
         days = DEFAULT_DAYS

@@ -27,7 +27,7 @@ def safe_link(url: Any) -> str | None:
 
 
 def job_log_url(run_url: str | None, check_run_id: Any) -> str | None:
-    """Return `<run URL>/job/<check_run_id>` for a GitHub Actions run; None for any other run URL."""
+    """Return `<run URL>/job/<check_run_id>` for a GitHub Actions run, or None for any other run URL."""
     check_run_id = str(check_run_id or "")
     if not run_url or not GITHUB_RUN_PATTERN.match(run_url) or not CHECK_RUN_ID_PATTERN.match(check_run_id):
         return None

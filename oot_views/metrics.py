@@ -20,7 +20,7 @@ from oot_views.queries import run_query
 from replicator.models import DeadLetter, ReplicatorStatus
 
 # Callback counters named callbacks_rejected_<status> break callbacks_rejected
-# down by HTTP status; they are not callbacks of their own.
+# down by HTTP status, so they are not callbacks of their own.
 REJECTED = "callbacks_rejected"
 REJECTED_BY_STATUS = "callbacks_rejected_"
 
@@ -114,7 +114,7 @@ def _add_counts(left: list[int], right: list[int]) -> list[int]:
 
 
 def _add_row(point: dict, row: dict) -> None:
-    """Add one query row to a bucket; averages are summed as totals so that buckets combine exactly."""
+    """Add one query row to a bucket, turning averages into sums so that buckets combine exactly."""
     point["total"] += to_count(row["total"])
     point["successes"] += to_count(row["successes"])
     point["failures"] += to_count(row["failures"])
@@ -216,7 +216,7 @@ def _overall_charts(overall: list[dict], labels: list[str]) -> list[dict]:
 
 
 def _percentile_bound(bounds: list[float], at_most: list[int], total: int, fraction: float) -> float | None:
-    """Return the smallest bound that at least `fraction` of the records are at or under; None above all."""
+    """Return the smallest bound that at least `fraction` of the records are at or under, or None if none is."""
     if not total:
         return None
     for bound, count in zip(bounds, at_most, strict=True):

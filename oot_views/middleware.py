@@ -4,8 +4,8 @@ import time
 
 from oot_views.queries import take_timing
 
-# Pages use only their own scripts, styles and images; nothing inline, so an
-# injected <script> or style="" attribute does nothing.
+# Pages use only their own scripts, styles and images, and nothing inline, so
+# an injected <script> or style="" attribute does nothing.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
@@ -15,9 +15,9 @@ CONTENT_SECURITY_POLICY = (
 class ContentSecurityPolicyMiddleware:
     """Set the CSP, and a Server-Timing header with the request's server time and its ClickHouse time.
 
-    `app` is the time spent below this middleware, `clickhouse` the part of it
-    spent in ClickHouse queries; `cache` counts saved-query results served
-    from the result cache (hits) and computed (misses).
+    `app` is the time spent below this middleware, and `clickhouse` the part
+    of it spent in ClickHouse queries. `cache` counts saved-query results
+    served from the result cache (hits) and computed (misses).
     """
 
     def __init__(self, get_response):

@@ -1,7 +1,7 @@
 """The data behind each page, as plain dicts that the templates and the JSON endpoints share.
 
-ClickHouse holds completed jobs; running jobs are read from DynamoDB's sparse
-running indexes and merged in here. Pass rates follow one rule everywhere:
+ClickHouse contains completed jobs only, so running jobs are read from
+DynamoDB's sparse running indexes and merged in here. Pass rates follow one rule everywhere:
 successes / (successes + failures), over the latest attempt per (head SHA,
 workflow, job), with the time window applied to completed_at.
 """
@@ -42,9 +42,9 @@ def pass_rate(successes: int, failures: int) -> float | None:
 def last_callbacks(repositories: list[str]) -> dict[str, datetime]:
     """Return the time of each backend's latest callback, keyed by lower-case repository name.
 
-    Redis remembers the latest callback of every repository and is always at
-    least as new as ClickHouse; ClickHouse's record update times cover
-    repositories that Redis no longer knows (after a flush or a move).
+    Redis stores the latest callback of every repository, which is at least
+    as new as any record update in ClickHouse. ClickHouse's update times
+    cover repositories missing from Redis (after a flush or a move).
     """
     latest: dict[str, datetime] = {}
     for repo, stamp in counters.last_callbacks().items():
@@ -148,7 +148,7 @@ def backend(repository: str, filters: Filters, page: int) -> dict:
     entry = AllowlistEntry.objects.filter(repository__iexact=repository).first()
     name = entry.repository if entry else repository
     # Records keep the repository's spelling from the relay, which may differ
-    # in case from the allowlist's; every spelling belongs to this backend.
+    # in case from the allowlist's. Every spelling belongs to this backend.
     spellings = [row["downstream_repo"] for row in run_query("oot_backend_names", repo=name.lower())]
     repos = sorted(set(spellings) | {name})
 

@@ -1,8 +1,8 @@
 """Run the saved queries in oot_views/queries/*.sql with server-side parameters, behind a result cache.
 
-Every query binds its inputs as `{name:Type}` parameters and runs with a
-timeout (CLICKHOUSE_QUERY_TIMEOUT seconds, as ClickHouse's
-max_execution_time); no SQL text is ever built from input. The pass-rate
+Every query binds its inputs as `{name:Type}` parameters, so no SQL text is
+ever built from input, and runs with a timeout: CLICKHOUSE_QUERY_TIMEOUT
+seconds, passed as ClickHouse's max_execution_time. The pass-rate
 conclusions are bound from the shared vocabulary so every page counts the
 same way.
 
@@ -36,12 +36,12 @@ logger = logging.getLogger(__name__)
 
 QUERY_DIR = Path(__file__).with_name("queries")
 CACHE_PREFIX = "oot:query:"
-# Cache errors are not worth failing a page for: the query runs uncached.
+# A cache that fails does not fail the page, because the query then runs uncached.
 CACHE_ERRORS = (RedisError, OSError)
 
 
 class QueryFailed(Exception):
-    """A saved query failed or timed out; pages show an error state instead."""
+    """A saved query failed or timed out, which pages show as an error state."""
 
 
 @cache
@@ -54,7 +54,7 @@ def _query_settings() -> dict[str, Any]:
 
 
 def execute(name: str, **parameters: Any) -> list[dict[str, Any]]:
-    """Run a saved query uncached and return its rows as dicts; raise QueryFailed on any ClickHouse error."""
+    """Run a saved query uncached and return its rows as dicts, or raise QueryFailed on any ClickHouse error."""
     bound = {
         "table": clickhouse.TABLE,
         "success_conclusions": list(SUCCESS_CONCLUSIONS),

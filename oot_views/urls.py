@@ -1,3 +1,4 @@
+from django.templatetags.static import static
 from django.urls import path, register_converter
 from django.views.generic import RedirectView
 
@@ -18,6 +19,8 @@ register_converter(RepoPartConverter, "repopart")
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/oot", permanent=False)),
+    # Browsers ask for /favicon.ico on pages without an icon link, such as the JSON endpoints.
+    path("favicon.ico", RedirectView.as_view(url=static("oot/favicon.svg"), permanent=True)),
     path("oot", views.summary_page, name="oot-summary"),
     path("oot/metrics", views.metrics_page, name="oot-metrics"),
     path("oot/<repopart:org>/<repopart:repo>", views.backend_page, name="oot-backend"),

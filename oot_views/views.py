@@ -1,9 +1,9 @@
 """HTML pages and their JSON twins.
 
 Each view parses its query string, calls one builder, and renders. An invalid
-parameter is a 400 that names it; a ClickHouse or DynamoDB failure or timeout
-is a 503 with an error message (the page keeps its header and filters), never
-a blank page or a trace.
+parameter is a 400 that names it. A ClickHouse or DynamoDB failure or timeout
+is a 503 with an error message, and the page keeps its header and filters, so
+the visitor never sees a blank page or a trace.
 """
 
 import logging
@@ -21,8 +21,8 @@ from oot_views.queries import QueryFailed
 
 logger = logging.getLogger(__name__)
 
-# GitHub PR numbers are far below this; a larger one cannot exist and would
-# overflow the UInt64 query parameter.
+# GitHub PR numbers are far below this. A larger one cannot exist, and one
+# above 2^64 would overflow the UInt64 query parameter.
 MAX_PR_NUMBER = 10**12
 UNAVAILABLE = (
     "Results are temporarily unavailable: the results store failed or did not answer in time. Try again shortly."

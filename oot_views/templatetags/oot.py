@@ -12,7 +12,7 @@ register = template.Library()
 
 @register.filter
 def duration(seconds) -> str:
-    """Format seconds as 45s, 12m 05s or 3h 07m; an unknown duration is a dash."""
+    """Format seconds as 45s, 12m 05s or 3h 07m, and an unknown duration as a dash."""
     if seconds is None:
         return "–"
     seconds = int(round(float(seconds)))
