@@ -6,6 +6,7 @@
 -- the page's deliveries: delivery_id follows downstream_repo in the sorting key, so that second
 -- read touches a few granules instead of the backend's whole range. page_rows is a scalar
 -- subquery, which ClickHouse evaluates once.
+-- PREWHERE filters only on event_type and updated_at, for the reasons given in oot_summary.
 WITH
     (
         SELECT groupArray((row_key, row_time, head_sha, deliveries))
@@ -24,9 +25,10 @@ WITH
                     pytorch_head_sha,
                     delivery_id
                 FROM {table:Identifier} FINAL
+                PREWHERE updated_at >= formatDateTime(now64(9) - toIntervalDay({days:UInt32} + 1), '%Y-%m-%dT%H:%i:%S')
+                     AND event_type = {event_type:String}
                 WHERE downstream_repo IN {repos:Array(String)}
                   AND completed_at >= now64(9) - toIntervalDay({days:UInt32})
-                  AND event_type = {event_type:String}
             )
             GROUP BY row_key
             ORDER BY row_time DESC, row_key DESC
@@ -62,9 +64,9 @@ SELECT
     failed_tests_entries_cut,
     swept
 FROM {table:Identifier} FINAL
+PREWHERE event_type = {event_type:String}
 WHERE downstream_repo IN {repos:Array(String)}
-  AND delivery_id IN arrayFlatten(arrayMap(page_row -> page_row.4, page_rows))
+  AND delivery_id IN (SELECT arrayJoin(arrayFlatten(arrayMap(page_row -> page_row.4, page_rows))))
   AND completed_at >= now64(9) - toIntervalDay({days:UInt32})
-  AND event_type = {event_type:String}
   AND has(arrayMap(page_row -> (page_row.1, page_row.3), page_rows), (row_key, pytorch_head_sha))
 ORDER BY row_time DESC, row_key DESC, workflow_name, job_name, run_attempt DESC

@@ -2,6 +2,7 @@
 -- timings, timeouts and the latest environment. Only the latest attempt per (head SHA, workflow,
 -- job) counts, "latest" being the highest (run_attempt, completed_at) packed as in oot_summary;
 -- the window applies to completed_at.
+-- PREWHERE filters only on event_type and updated_at, for the reasons given in oot_summary.
 SELECT
     count() AS total,
     countIf(has({success_conclusions:Array(String)}, latest.1)) AS successes,
@@ -25,8 +26,9 @@ FROM
         ) AS latest,
         max(completed_at) AS latest_completed_at
     FROM {table:Identifier} FINAL
+    PREWHERE updated_at >= formatDateTime(now64(9) - toIntervalDay({days:UInt32} + 1), '%Y-%m-%dT%H:%i:%S')
+         AND event_type = {event_type:String}
     WHERE downstream_repo IN {repos:Array(String)}
       AND completed_at >= now64(9) - toIntervalDay({days:UInt32})
-      AND event_type = {event_type:String}
     GROUP BY cityHash64(if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha), workflow_name, job_name)
 )

@@ -1,5 +1,9 @@
 -- Every completed attempt of every backend's jobs for one upstream PR.
 -- The page keeps the PR's newest head SHA and the latest attempt per job.
+--
+-- The subquery finds the PR's deliveries without FINAL (the pr_number bloom filter skips most
+-- granules). FINAL then reads only their ranges of the sorting key, which start with
+-- (downstream_repo, delivery_id), and every version of a record lies in its delivery's range.
 SELECT
     dynamoKey,
     downstream_repo,
@@ -23,7 +27,13 @@ SELECT
     failed_tests,
     swept
 FROM {table:Identifier} FINAL
-WHERE pr_number = {pr:UInt64}
+WHERE (downstream_repo, delivery_id) IN
+    (
+        SELECT downstream_repo, delivery_id
+        FROM {table:Identifier}
+        WHERE pr_number = {pr:UInt64} AND upstream_repo = {upstream_repo:String}
+    )
+  AND pr_number = {pr:UInt64}
   AND upstream_repo = {upstream_repo:String}
 ORDER BY downstream_repo, workflow_name, job_name, run_attempt DESC
 LIMIT 5000

@@ -5,6 +5,7 @@
 -- records at or under each of latency_bounds seconds so that buckets can be summed.
 -- Only the latest attempt per (head SHA, workflow, job) counts, "latest" being the highest
 -- (run_attempt, completed_at) packed as in oot_summary; the window applies to completed_at.
+-- PREWHERE filters only on event_type and updated_at, for the reasons given in oot_summary.
 SELECT
     repository_key,
     if({days:UInt32} <= 1, toStartOfHour(latest_completed_at), toStartOfDay(latest_completed_at)) AS bucket,
@@ -35,6 +36,7 @@ FROM
         ) AS latest,
         max(completed_at) AS latest_completed_at
     FROM {table:Identifier} FINAL
+    PREWHERE updated_at >= formatDateTime(now64(9) - toIntervalDay({days:UInt32} + 1), '%Y-%m-%dT%H:%i:%S')
     WHERE completed_at >= now64(9) - toIntervalDay({days:UInt32})
     GROUP BY repository_key, event_type, cityHash64(if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha), workflow_name, job_name)
 )

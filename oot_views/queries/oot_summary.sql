@@ -5,6 +5,12 @@
 -- "Latest" is the highest (run_attempt, completed_at), packed into one UInt64 because argMax
 -- over a tuple key is several times slower: the attempt above bit 44, completed_at in
 -- milliseconds below it (2^44 ms reaches the year 2527).
+--
+-- PREWHERE drops rows before FINAL merges the versions of a record, so it uses only columns that
+-- cannot drop a record's newest version while keeping an older one: event_type never changes
+-- within a record, and every write raises updated_at, so the newest version has the highest.
+-- A record that completed in the window was written at or after its completed_at unless the
+-- downstream's clock runs ahead of this service's; the extra day allows for such a clock.
 SELECT
     repository_key,
     count() AS total,
@@ -22,8 +28,9 @@ FROM
         ) AS latest,
         max(completed_at) AS latest_completed_at
     FROM {table:Identifier} FINAL
+    PREWHERE updated_at >= formatDateTime(now64(9) - toIntervalDay({days:UInt32} + 1), '%Y-%m-%dT%H:%i:%S')
+         AND event_type = {event_type:String}
     WHERE completed_at >= now64(9) - toIntervalDay({days:UInt32})
-      AND event_type = {event_type:String}
     GROUP BY repository_key, cityHash64(if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha), workflow_name, job_name)
 )
 GROUP BY repository_key
