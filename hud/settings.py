@@ -87,7 +87,7 @@ WHITENOISE_USE_FINDERS = True
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "hud.cache.OneTripIncrRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env_str("OOT_CACHE_PREFIX", "oot"),
         "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
