@@ -116,6 +116,8 @@ def browser_context():
     """A Chromium from Debian's package with a profile of its own, deleted afterwards."""
     from playwright.sync_api import sync_playwright
 
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (scripts/bootstrap --browser does)")
     # Playwright's sync API keeps an event loop in this thread; Django would
     # otherwise refuse the database calls the tests make between page loads.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"

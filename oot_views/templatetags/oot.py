@@ -82,3 +82,11 @@ def query_with(context, **changes) -> str:
     for key, value in changes.items():
         query[key] = value
     return "?" + query.urlencode()
+
+
+@register.simple_tag
+def cell_details(cell: dict):
+    """Render a matrix cell and its details panel (see oot_views/cell_html.py)."""
+    from oot_views.cell_html import cell_details as render
+
+    return render(cell)
