@@ -122,6 +122,8 @@ def parse_time(value: Any, field: str) -> datetime:
 
 def version(status: str, revision: int, deleted: bool = False) -> int:
     """Build the ReplacingMergeTree version: status rank first, then the record's revision."""
+    # NOTE: a deletion outranks every status, so a key written again after a
+    # person deleted it stays hidden under FINAL, reconcile included.
     rank = DELETED_RANK if deleted else STATUS_RANK.get(status, 0)
     return (rank << REVISION_BITS) | min(revision, (1 << REVISION_BITS) - 1)
 
