@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from redis import Redis
@@ -30,9 +31,54 @@ def redis_client() -> Redis:
 
 def increment(name: str, amount: int = 1) -> None:
     try:
-        redis_client().hincrby(COUNTERS_KEY, name, amount)
+        pipeline = redis_client().pipeline(transaction=False)
+        pipeline.hincrby(COUNTERS_KEY, name, amount)
+        _count_hourly(pipeline, name, amount)
+        pipeline.execute()
     except RedisError as error:
         logger.debug("counter %s not written: %s", name, error)
+
+
+# Callback counters are also kept per UTC hour, for the metrics page's
+# callback volume and API error rate over time. Each hour is one hash that
+# expires after HOURLY_TTL, so the history costs at most ~840 small keys.
+HOURLY_PREFIX = "oot:counters:hour:"
+HOURLY_TTL = timedelta(days=35)
+
+
+def hourly_key(moment: datetime) -> str:
+    return HOURLY_PREFIX + moment.astimezone(UTC).strftime("%Y%m%d%H")
+
+
+def _count_hourly(pipeline, name: str, amount: int) -> None:
+    if not name.startswith("callbacks_"):
+        return
+    key = hourly_key(datetime.now(UTC))
+    pipeline.hincrby(key, name, amount)
+    pipeline.expire(key, int(HOURLY_TTL.total_seconds()))
+
+
+def read_hourly(since: datetime) -> list[tuple[datetime, dict[str, int]]]:
+    """Return the callback counters of every UTC hour from `since` to now; empty when Redis is unreachable."""
+    flush()
+    start = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    hours = []
+    moment = start
+    while moment <= datetime.now(UTC):
+        hours.append(moment)
+        moment += timedelta(hours=1)
+    try:
+        pipeline = redis_client().pipeline(transaction=False)
+        for hour in hours:
+            pipeline.hgetall(hourly_key(hour))
+        raw = pipeline.execute()
+    except RedisError as error:
+        logger.debug("hourly counters not read: %s", error)
+        return []
+    return [
+        (hour, {key.decode(): int(value) for key, value in values.items()})
+        for hour, values in zip(hours, raw, strict=True)
+    ]
 
 
 LAST_CALLBACK_KEY = "oot:last_callback"
@@ -90,6 +136,7 @@ def flush() -> None:
         pipeline = redis_client().pipeline(transaction=False)
         for outcome, amount in outcomes.items():
             pipeline.hincrby(COUNTERS_KEY, outcome, amount)
+            _count_hourly(pipeline, outcome, amount)
         if latest:
             pipeline.hset(LAST_CALLBACK_KEY, mapping=latest)
         pipeline.execute()
