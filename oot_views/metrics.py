@@ -43,8 +43,11 @@ def bucket_times(filters: Filters, now: datetime) -> tuple[list[datetime], bool]
     return times, hourly
 
 
-def metrics(filters: Filters) -> dict:
-    """Build the metrics page: per-backend series, their totals, and the service's health."""
+def metrics(filters: Filters, with_charts: bool = True) -> dict:
+    """Build the metrics page: per-backend series, their totals, and the service's health.
+
+    Without `with_charts` (the JSON endpoint) the chart geometry is left out.
+    """
     now = datetime.now(UTC)
     times, hourly = bucket_times(filters, now)
     index = {moment: position for position, moment in enumerate(times)}
@@ -79,7 +82,7 @@ def metrics(filters: Filters) -> dict:
         if not any(point["total"] for point in series):
             continue
         repository = names.get(key, key)
-        backend_items.append(_backend_item(repository, series, labels))
+        backend_items.append(_backend_item(repository, series, labels if with_charts else None))
     _finish(overall)
 
     return {
@@ -88,9 +91,19 @@ def metrics(filters: Filters) -> dict:
         "bucket": "hour" if hourly else "day",
         "overall": overall,
         "overall_totals": _totals(overall),
-        "overall_charts": _overall_charts(overall, labels),
+        "overall_charts": _overall_charts(overall, labels) if with_charts else [],
         "backends": backend_items,
-        "service": _service(filters, now, times, hourly, labels, overall, latency_bounds, latency_counts, latency_max),
+        "service": _service(
+            filters,
+            now,
+            times,
+            hourly,
+            labels if with_charts else None,
+            overall,
+            latency_bounds,
+            latency_counts,
+            latency_max,
+        ),
     }
 
 
@@ -156,12 +169,17 @@ def _totals(series: list[dict]) -> dict:
     }
 
 
-def _backend_item(repository: str, series: list[dict], labels: list[str]) -> dict:
-    return {
+def _backend_item(repository: str, series: list[dict], labels: list[str] | None) -> dict:
+    item = {
         "repository": repository,
         "path": links.backend_path(repository),
         "totals": _totals(series),
         "points": series,
+    }
+    if labels is None:
+        return item
+    return {
+        **item,
         "pass_rate_chart": charts.line_chart(
             "Pass rate",
             labels,
@@ -275,7 +293,9 @@ def _service(filters, now, times, hourly, labels, overall, bounds, at_most, late
         "replication_last_success": status.last_success_at if status else None,
         "replication_last_error": status.last_error if status else "",
         "dead_letters": DeadLetter.objects.count(),
-        "charts": [
+        "charts": []
+        if labels is None
+        else [
             charts.bar_chart(
                 "Callbacks received",
                 labels,

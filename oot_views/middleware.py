@@ -15,9 +15,10 @@ CONTENT_SECURITY_POLICY = (
 class ContentSecurityPolicyMiddleware:
     """Set the CSP, and a Server-Timing header with the request's server time and its ClickHouse time.
 
-    `app` is the time spent below this middleware, and `clickhouse` the part
-    of it spent in ClickHouse queries. `cache` counts saved-query results
-    served from the result cache (hits) and computed (misses).
+    `app` is the time spent below this middleware, `clickhouse` the part of
+    it spent in ClickHouse queries and `dynamodb` the part spent reading
+    running jobs from DynamoDB. `cache` counts saved-query results served
+    from the result cache (hits) and computed (misses).
     """
 
     def __init__(self, get_response):
@@ -30,9 +31,11 @@ class ContentSecurityPolicyMiddleware:
         total_ms = (time.perf_counter() - started) * 1000
         timing = take_timing()
         query_ms = timing.get("query_seconds", 0.0) * 1000
+        dynamodb_ms = timing.get("dynamodb_seconds", 0.0) * 1000
         hits, misses = int(timing.get("cache_hits", 0)), int(timing.get("cache_misses", 0))
         response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response["Server-Timing"] = (
-            f'app;dur={total_ms:.1f}, clickhouse;dur={query_ms:.1f}, cache;desc="{hits} hits, {misses} misses"'
+            f"app;dur={total_ms:.1f}, clickhouse;dur={query_ms:.1f}, dynamodb;dur={dynamodb_ms:.1f}, "
+            f'cache;desc="{hits} hits, {misses} misses"'
         )
         return response

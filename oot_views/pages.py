@@ -7,6 +7,7 @@ workflow, job), with the time window applied to completed_at.
 """
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from oot_ingest.vocabulary import (
 from oot_views import links
 from oot_views.cells import as_utc, build_matrix, cell_from_row, latest_attempts, running_cells, to_count, to_number
 from oot_views.filters import Filters
-from oot_views.queries import run_query
+from oot_views.queries import add_timing, run_query
 
 PER_PAGE = 50
 SUMMARY_LEVELS = ("L4", "L3", "L2")
@@ -157,12 +158,7 @@ def backend(repository: str, filters: Filters, page: int) -> dict:
     rows = run_query(
         "oot_backend_dashboard", repos=repos, per_page=PER_PAGE, offset=(page - 1) * PER_PAGE, **_window(filters)
     )
-    running = [
-        item
-        for repo in repos
-        for item in dynamo.running_jobs_for_backend(repo)
-        if item.get("event_type") == filters.event_type
-    ]
+    running = _running_for_backend(repos, filters.event_type)
     matrix = build_matrix(rows, running_cells(running) if page == 1 else [], add_running_rows=page == 1)
 
     total = to_count(stats.get("total"))
@@ -205,6 +201,19 @@ def backend(repository: str, filters: Filters, page: int) -> dict:
     }
 
 
+def _running_for_backend(repos: list[str], event_type: str) -> list[dict]:
+    started = time.perf_counter()
+    try:
+        return [
+            item
+            for repo in repos
+            for item in dynamo.running_jobs_for_backend(repo)
+            if item.get("event_type") == event_type
+        ]
+    finally:
+        add_timing("dynamodb_seconds", time.perf_counter() - started)
+
+
 def _workflow_groups(columns: list[dict]) -> list[dict]:
     """Return runs of adjacent columns with the same workflow, for the matrix's header row."""
     groups: list[dict] = []
@@ -243,7 +252,11 @@ def pr_results(number: int) -> dict:
         cell_from_row(row) | {"placed_at": as_utc(row["placed_at"])}
         for row in run_query("oot_pr_results", pr=number, upstream_repo=upstream_repo)
     ]
-    running = running_cells(dynamo.running_jobs_for_pr(upstream_repo, number))
+    started = time.perf_counter()
+    try:
+        running = running_cells(dynamo.running_jobs_for_pr(upstream_repo, number))
+    finally:
+        add_timing("dynamodb_seconds", time.perf_counter() - started)
     cells = completed + running
 
     newest_sha = ""

@@ -152,6 +152,11 @@ class _RequestTiming(threading.local):
 _timing = _RequestTiming()
 
 
+def add_timing(name: str, amount: float) -> None:
+    """Add to one of this thread's timing figures, such as dynamodb_seconds."""
+    _timing.add(name, amount)
+
+
 def take_timing() -> dict[str, float]:
-    """Return and reset this thread's query time (query_seconds) and cache_hits / cache_misses counts."""
+    """Return and reset this thread's timing figures: query_seconds, dynamodb_seconds, cache_hits, cache_misses."""
     return _timing.take()

@@ -175,7 +175,7 @@ def metrics_json(request: HttpRequest) -> JsonResponse:
         filters = parse_filters(request.GET)
     except FilterError as error:
         return _json_error(error)
-    return _json(lambda: metrics(filters), api.metrics_json)
+    return _json(lambda: metrics(filters, with_charts=False), api.metrics_json)
 
 
 @require_safe

@@ -90,3 +90,11 @@ def cell_details(cell: dict):
     from oot_views.cell_html import cell_details as render
 
     return render(cell)
+
+
+@register.simple_tag
+def chart(geometry: dict):
+    """Render a chart of oot_views/charts.py as inline SVG."""
+    from oot_views.charts import render
+
+    return render(geometry)
