@@ -65,7 +65,9 @@ def metrics(filters: Filters, with_charts: bool = True) -> dict:
         position = index.get(moment)
         if position is None:
             continue
-        series = backends.setdefault(row["repository_key"], [_empty_point(moment) for moment in times])
+        series = backends.get(row["repository_key"])
+        if series is None:
+            series = backends[row["repository_key"]] = [_empty_point(moment) for moment in times]
         _add_row(series[position], row)
         _add_row(overall[position], row)
         latency_bounds = [float(bound) for bound in row["latency_bounds"]]
