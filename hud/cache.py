@@ -2,14 +2,14 @@
 
 django-ratelimit counts a callback with `cache.add` and, once the window's
 key exists, `cache.incr`. Django's Redis backend spends two round trips on
-`incr` (EXISTS, then INCRBY); this one runs both in a single Lua script, so
-a rate-limited callback costs two Redis round trips instead of three.
+`incr`: EXISTS, then INCRBY. This backend runs both in one Lua script, so a
+rate-limited callback costs two Redis round trips instead of three.
 """
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
-# Increment only a key that exists, so a counter never loses its expiry;
-# nil means the key is missing.
+# Increment only a key that exists: INCRBY on a missing key would create it
+# without an expiry. The script returns nil for a missing key.
 INCREMENT_EXISTING = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return redis.call('INCRBY', KEYS[1], ARGV[1])

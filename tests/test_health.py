@@ -1,4 +1,4 @@
-"""Load-balancer endpoints: /healthz says the process is up, /readyz checks every store."""
+"""Load-balancer endpoints: /healthz reports that the process is up, /readyz checks every store."""
 
 import pytest
 from django.conf import settings
