@@ -19,7 +19,7 @@ def _text(value) -> str:
 
 
 def chip(colour: str, label: str, running: bool = False) -> str:
-    """Return a status chip; running chips carry a spinner."""
+    """Return a status chip, with a spinner when the job is running."""
     if running:
         return (
             f'<span class="chip chip-{_text(colour)} chip-running">'

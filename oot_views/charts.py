@@ -1,4 +1,4 @@
-"""Geometry of the metrics page's charts, rendered as inline SVG by templates/oot/_chart.html.
+"""Geometry of the metrics page's charts, and their rendering as inline SVG.
 
 The charts need no script and no inline style (the Content-Security-Policy
 allows neither): shapes carry classes that static/oot/oot.css colours, and
@@ -161,8 +161,8 @@ def _text(value) -> str:
 def render(chart: dict) -> SafeString:
     """Return a chart as a <figure> with an inline <svg>, every label escaped.
 
-    The metrics page draws about fifty charts, which took several hundred
-    milliseconds through Django's template engine, so the markup is built here.
+    The metrics page draws about fifty charts, and building their markup with
+    Django's template engine was slow, so it is built here.
     """
     legend = "".join(
         f'<span class="legend legend-{_text(item["tone"])}">{_text(item["label"])}</span>' for item in chart["legend"]

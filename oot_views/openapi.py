@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of the pages' JSON endpoints, served at /api/oot/openapi.json.
 
-Written by hand to match oot_views/api.py; tests/test_pages_api.py checks
-every endpoint's responses against it.
+It is written by hand to match oot_views/api.py, and tests/test_pages_api.py
+checks every endpoint's responses against it.
 """
 
 

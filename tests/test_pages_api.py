@@ -1,4 +1,4 @@
-"""The JSON endpoints answer with the shapes their OpenAPI document describes, and the same numbers as the pages."""
+"""The JSON endpoints return the shapes their OpenAPI document describes, and the same numbers as the pages."""
 
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -38,6 +38,7 @@ def check(value, schema: dict, schemas: dict, path: str = "$") -> list[str]:
     if "oneOf" in schema:
         matches = [option for option in schema["oneOf"] if not check(value, option, schemas, path)]
         return [] if len(matches) == 1 else [f"{path}: matches {len(matches)} of the oneOf options"]
+
     problems = []
     kinds = schema.get("type")
     if kinds is not None:
@@ -45,6 +46,7 @@ def check(value, schema: dict, schemas: dict, path: str = "$") -> list[str]:
         is_bool = isinstance(value, bool)
         if not any(isinstance(value, TYPES[kind]) and (kind == "boolean" or not is_bool) for kind in kinds):
             return [f"{path}: {value!r} is not of type {kinds}"]
+
     if "enum" in schema and value not in schema["enum"]:
         problems.append(f"{path}: {value!r} is not one of {schema['enum']}")
     if "const" in schema and value != schema["const"]:

@@ -102,5 +102,5 @@ def test_pages_render_each_conclusion_with_its_chip(client):
         cell = matrix.split(f"<strong>job-{name}</strong>", 1)[1].split("</dl>", 1)[0]
         assert chip in cell, f"{name} in the matrix"
     body = client.get("/api/oot/pr/4242").json()
-    # success counts as passed; failure, startup_failure and timed_out as failed; the rest neither.
+    # success counts as passed, and failure, startup_failure and timed_out as failed. The rest count as neither.
     assert (body["passed"], body["failed"], body["other"]) == (1, 3, len(conclusions) - 4)

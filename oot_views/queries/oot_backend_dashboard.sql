@@ -1,5 +1,5 @@
 -- One page of a backend's matrix (all spellings of its name). A row is a PR, or a head SHA for
--- events without a PR; the page holds the newest rows, each with every attempt of its newest
+-- events without a PR. The page contains the newest rows, each with every attempt of its newest
 -- head SHA. A record without started_at is placed in time by completed_at.
 --
 -- The page is chosen first from a few light columns, then the full records are read only for

@@ -1,8 +1,8 @@
 -- Series for the metrics page: one row per backend (lower-case name) and time bucket, an hour
 -- for a 1-day window and a day otherwise. Pass-rate inputs, queue and execution times cover the
--- chosen event type; records and their ingestion-to-ClickHouse latency (updated_at, the
--- DynamoDB write, to _inserted_at) cover every event type, the latency as the number of
--- records at or under each of latency_bounds seconds so that buckets can be summed.
+-- chosen event type. Records and their ingestion-to-ClickHouse latency (from updated_at, the
+-- DynamoDB write, to _inserted_at) cover every event type. The latency is given as the number
+-- of records at or under each of latency_bounds seconds, so that buckets can be summed.
 -- Only the latest attempt per (head SHA, workflow, job) counts, "latest" being the highest
 -- (run_attempt, completed_at) packed as in oot_summary; the window applies to completed_at.
 -- PREWHERE filters only on event_type and updated_at, for the reasons given in oot_summary.

@@ -7,10 +7,10 @@
 -- milliseconds below it (2^44 ms reaches the year 2527).
 --
 -- PREWHERE drops rows before FINAL merges the versions of a record, so it uses only columns that
--- cannot drop a record's newest version while keeping an older one: event_type never changes
--- within a record, and every write raises updated_at, so the newest version has the highest.
--- A record that completed in the window was written at or after its completed_at unless the
--- downstream's clock runs ahead of this service's; the extra day allows for such a clock.
+-- cannot drop a record's newest version while keeping an older one. event_type never changes
+-- within a record. Every write raises updated_at, so the newest version has the highest.
+-- A record that completed in the window was written at or after its completed_at, unless the
+-- downstream's clock runs ahead of this service's, and the extra day allows for such a clock.
 SELECT
     repository_key,
     count() AS total,
