@@ -178,7 +178,7 @@ def run_locked() -> SweepStats | None:
         logger.warning("orphan sweep lock unavailable (%s); sweeping without it", error)
         return sweep_orphans(deadline_seconds=RUN_DEADLINE_SECONDS)
     if not acquired:
-        logger.debug("orphan sweep skipped: another process holds the lock")
+        logger.debug("orphan sweep skipped: the lock is taken by another process")
         return None
     try:
         return sweep_orphans(deadline_seconds=RUN_DEADLINE_SECONDS)

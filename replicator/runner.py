@@ -92,7 +92,7 @@ def run_locked(work: Callable[..., RunStats | None] = replicate_once) -> RunStat
         logger.warning("replication skipped: Redis lock unavailable: %s", error)
         return None
     if not acquired:
-        logger.debug("replication skipped: another run holds the lock")
+        logger.debug("replication skipped: the lock is taken by another run")
         return None
 
     try:

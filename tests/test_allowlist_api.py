@@ -44,7 +44,8 @@ def test_matching_etag_gets_304(client, policy_world):
 
     again = client.get(URL, headers={"If-None-Match": etag})
 
-    assert etag.startswith('"') and etag.endswith('"')
+    assert etag.startswith('"')
+    assert etag.endswith('"')
     assert again.status_code == 304
     assert again.content == b""
     assert again["ETag"] == etag

@@ -310,7 +310,8 @@ def test_matrix_cell_is_latest_attempt_of_newest_sha(client):
 
     html = page(client, f"/oot/{REPO}?days=7")
     assert f'href="https://github.com/pytorch/pytorch/commit/{SHA_NEW}"' in html
-    assert ">bbbbbbb</code>" in html and ">aaaaaaa</code>" not in html
+    assert ">bbbbbbb</code>" in html
+    assert ">aaaaaaa</code>" not in html
     assert 'href="https://github.com/pytorch/pytorch/pull/4242"' in html
     assert "Earlier attempts" in html
 
@@ -344,7 +345,8 @@ def test_cell_details_panel(client):
     assert "<dt>Duration</dt><dd>30m 00s" in panel
     assert "<dt>Queue time</dt><dd>12s" in panel
     assert "97 passed / 100" in panel
-    assert "TestConv.test_conv" in panel and "not close" in panel
+    assert "TestConv.test_conv" in panel
+    assert "not close" in panel
     assert "2 more failed tests" in panel
     assert 'href="https://github.com/acme-ai/torch-npu/actions/runs/24033272679"' in panel
     assert 'href="https://artifacts.example.org/runs/24033272679/"' in panel
@@ -428,7 +430,8 @@ def test_backend_views_for_other_events(client, event):
     assert body["rows"][0]["head_sha"] == SHA_NEW
     assert body["rows"][0]["pr_number"] == pr
     html = page(client, f"/oot/{REPO}?days=7&event={event}")
-    assert "nightly-build" in html and "pr-build" not in html
+    assert "nightly-build" in html
+    assert "pr-build" not in html
 
 
 def test_unknown_backend_is_an_empty_state(client):
@@ -513,7 +516,8 @@ def test_pr_section_summary_and_rows(client):
     ]
     rows = table_rows(html, "pr-jobs")
     docs = next(row for row in rows if "docs" in row)
-    assert "spinner" in docs and "chip-blue" in docs
+    assert "spinner" in docs
+    assert "chip-blue" in docs
     build = next(row for row in rows if ">build<" in row)
     assert 'href="https://github.com/acme-ai/torch-npu/actions/runs/24033272679"' in build
     assert ">Artifacts</a>" in build

@@ -2,8 +2,8 @@
 
 Each line is `{"sent_at": ISO-8601, "body": {...}}`. Every timestamp
 (`sent_at`, `workflow.started_at`, `workflow.completed_at`) is shifted by the
-same amount so that the newest line is "now". Lines are sent in file order;
-with several connections, all callbacks of one job go through the same
+same amount so that the newest line is "now". Lines are sent in file order.
+With several connections, all callbacks of one job go through the same
 connection, so a job's callbacks keep their order.
 """
 
