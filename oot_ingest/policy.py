@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import caches
 from django.db.models import Q
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import timezone
-from django_ratelimit.core import get_usage
+from django_ratelimit import ALL
+from django_ratelimit import core as ratelimit_core
 from redis.exceptions import RedisError
 
 from oot_ingest import counters
@@ -184,13 +186,7 @@ def consume_rate_limit(request: HttpRequest, repo: str) -> RateDecision:
     """
     limit = rate_limit_for(repo)
     try:
-        usage = get_usage(
-            request,
-            group=RATE_LIMIT_GROUP,
-            key=lambda _group, _request: repo.lower(),
-            rate=(limit, RATE_LIMIT_PERIOD_SECONDS),
-            increment=True,
-        )
+        usage = _count_in_window(request, repo, limit)
     except RedisError as error:
         _note_unavailable(repo, str(error))
         return RateDecision(limit, checked=False)
@@ -201,14 +197,49 @@ def consume_rate_limit(request: HttpRequest, repo: str) -> RateDecision:
         _log_disabled_once()
         return RateDecision(limit, checked=False)
     if usage["limit"] == 0:
-        # django-ratelimit returns limit 0 for a counter it could not read or
-        # write: the cache failed, or the key expired between its add and incr.
+        # get_usage returns limit 0 when it could not read or write a counter,
+        # because the cache failed or the key expired between its add and incr.
         # Limits here are at least 1, so limit 0 always means one of these.
         _note_unavailable(repo, "the rate-limit counter could not be read or written")
         return RateDecision(limit, checked=False)
     if usage["should_limit"]:
         return RateDecision(limit, limited=True, retry_after=max(1, usage["time_left"]))
     return RateDecision(limit)
+
+
+def _count_in_window(request: HttpRequest, repo: str, limit: int) -> dict | None:
+    """Add one to the repository's counter and return django-ratelimit's usage dict, or None when it is disabled.
+
+    With a cache that has `incr_or_add` (hud.cache.OneTripIncrRedisCache)
+    the count costs one Redis round trip. The counter key and the window
+    still come from django-ratelimit's own helpers, so the counter is the one
+    its `get_usage` reads and writes. Any other cache goes through
+    `get_usage`, which spends two calls (`add`, then `incr`).
+    """
+    if not getattr(settings, "RATELIMIT_ENABLE", True):
+        return None
+    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    rate = (limit, RATE_LIMIT_PERIOD_SECONDS)
+    if not hasattr(cache, "incr_or_add"):
+        return ratelimit_core.get_usage(
+            request, group=RATE_LIMIT_GROUP, key=lambda _group, _request: repo.lower(), rate=rate, increment=True
+        )
+
+    value = repo.lower()
+    # NOTE: _get_window and _make_cache_key are django-ratelimit 4.1's private
+    # helpers. tests/test_policy_enforcement.py checks that get_usage reads
+    # the counters written here, so a release that changes them fails there.
+    window_end = ratelimit_core._get_window(value, RATE_LIMIT_PERIOD_SECONDS)
+    cache_key = ratelimit_core._make_cache_key(RATE_LIMIT_GROUP, window_end, rate, value, ALL)
+    count = cache.incr_or_add(cache_key, RATE_LIMIT_PERIOD_SECONDS + ratelimit_core.EXPIRATION_FUDGE)
+    # time_left reads django-ratelimit's clock, as get_usage does, so that it
+    # agrees with the window computed above.
+    return {
+        "count": count,
+        "limit": limit,
+        "should_limit": count > limit,
+        "time_left": window_end - int(ratelimit_core.time.time()),
+    }
 
 
 _disabled_logged = False

@@ -1,13 +1,15 @@
 """Admission and rate limiting at POST /api/oot/results, keyed by trusted.verified_repo."""
 
 import logging
+import time
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import django_ratelimit.core
 import pytest
-from django.test import Client
+from django.core.cache import caches
+from django.test import Client, RequestFactory
 
 from oot_ingest import counters, dynamo, policy
 from oot_ingest.models import RateLimit, RejectedRequest
@@ -252,14 +254,15 @@ def test_rejected_callbacks_use_no_budget(client, policy_world, clock, settings,
     assert post_callback(client, job_body(repo, 2, delivery_id)).status_code == 200
 
 
+@pytest.mark.parametrize("backend", ["hud.cache.OneTripIncrRedisCache", "django.core.cache.backends.redis.RedisCache"])
 def test_redis_down_fails_open_with_warning_and_counter(
-    client, policy_world, settings, caplog, monkeypatch, delivery_id
+    client, policy_world, settings, caplog, monkeypatch, delivery_id, backend
 ):
     closed_port = free_port()
     settings.CACHES = {
         **settings.CACHES,
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": backend,
             "LOCATION": f"redis://127.0.0.1:{closed_port}/0",
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         },
@@ -295,3 +298,87 @@ def test_disabled_rate_limit_logged(client, policy_world, settings, caplog, monk
     assert statuses == [200, 200]
     errors = [record for record in caplog.records if "rate limit disabled" in record.getMessage()]
     assert len(errors) == 1
+
+
+def window_counter(repo: str, limit: int) -> int:
+    """Read the repository's counter for the current window through django-ratelimit's own get_usage."""
+    usage = django_ratelimit.core.get_usage(
+        RequestFactory().post("/api/oot/results"),
+        group=policy.RATE_LIMIT_GROUP,
+        key=lambda _group, _request: repo.lower(),
+        rate=(limit, WINDOW_SECONDS),
+        increment=False,
+    )
+    return usage["count"]
+
+
+def rate_limit_keys() -> list[bytes]:
+    return counters.redis_client().keys("*rl:*")
+
+
+def test_window_counter_readable_by_get_usage(client, policy_world, clock, settings, delivery_id):
+    settings.OOT_DEFAULT_RATE_LIMIT = 5
+    repo = policy_world.l2.repository
+    clock.now = window_start(repo)
+
+    for index in range(3):
+        assert post_callback(client, job_body(repo, index, delivery_id)).status_code == 200
+
+    assert window_counter(repo, 5) == 3
+    assert len(rate_limit_keys()) == 1
+
+
+def test_window_counter_expires_after_window(client, policy_world, clock, settings, delivery_id):
+    settings.OOT_DEFAULT_RATE_LIMIT = 2
+    repo = policy_world.l2.repository
+    clock.now = window_start(repo)
+    redis = counters.redis_client()
+
+    assert post_callback(client, job_body(repo, 0, delivery_id)).status_code == 200
+    (key,) = rate_limit_keys()
+    first_ttl = redis.ttl(key)
+    assert WINDOW_SECONDS < first_ttl <= WINDOW_SECONDS + django_ratelimit.core.EXPIRATION_FUDGE
+
+    # Shorten the counter's life: a later count must keep this expiry, not start a new one.
+    redis.pexpire(key, 300)
+    statuses = [post_callback(client, job_body(repo, index, delivery_id)).status_code for index in (1, 2)]
+    assert statuses == [200, 429]
+    assert 0 < redis.pttl(key) <= 300
+
+    time.sleep(0.5)
+    assert redis.exists(key) == 0
+    assert post_callback(client, job_body(repo, 3, delivery_id)).status_code == 200
+    assert window_counter(repo, 2) == 1
+
+
+def test_concurrent_callbacks_admit_exactly_limit(policy_world, clock, settings, monkeypatch, delivery_id):
+    settings.OOT_DEFAULT_RATE_LIMIT = 10
+    repo = policy_world.l2.repository
+    clock.now = window_start(repo)
+    # Keep the policy snapshot loaded here, so worker threads never query the test database.
+    monkeypatch.setattr(policy, "POLICY_CACHE_SECONDS", 3600.0)
+    policy.current_policy()
+
+    def send(index: int) -> int:
+        return post_callback(Client(), job_body(repo, index, delivery_id)).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(send, range(24)))
+
+    assert statuses.count(200) == 10
+    assert statuses.count(429) == 14
+    assert window_counter(repo, 10) == 24
+
+
+def test_locmem_rate_limit_cache_counts_via_get_usage(client, policy_world, clock, settings, delivery_id):
+    settings.RATELIMIT_USE_CACHE = "local"
+    settings.OOT_DEFAULT_RATE_LIMIT = 2
+    caches["local"].clear()
+    repo = policy_world.l2.repository
+    clock.now = window_start(repo)
+
+    statuses = [post_callback(client, job_body(repo, index, delivery_id)).status_code for index in range(3)]
+    caches["local"].clear()
+
+    assert statuses == [200, 200, 429]
+    assert rate_limit_keys() == [], "a LocMemCache must count in process memory, not in Redis"
