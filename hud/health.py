@@ -3,13 +3,14 @@
 import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from redis.exceptions import RedisError
 
 from oot_ingest import counters, dynamo
-from replicator import clickhouse
+from replicator import clickhouse, rollup
 from replicator import status as replication_status
 
 logger = logging.getLogger(__name__)
@@ -79,4 +80,26 @@ def metrics(_request: HttpRequest) -> HttpResponse:
     replication = _replication()
     if "error" not in replication:
         lines.extend(replication_status.prometheus_lines(replication))
+    lines.extend(_rollup_lines())
     return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4")
+
+
+def _rollup_lines() -> list[str]:
+    """How far the page rollups lag behind the records; nothing when ClickHouse cannot be read."""
+    try:
+        folded_until, queued = rollup.backlog()
+    except (ClickHouseError, clickhouse.ClickHouseBusy, OSError) as error:
+        logger.warning("rollup backlog unreadable: %s", str(error)[:300])
+        return []
+    lines = [
+        "# HELP oot_rollup_queued_rows Rows inserted into ClickHouse and not yet folded into the page rollups.",
+        "# TYPE oot_rollup_queued_rows gauge",
+        f"oot_rollup_queued_rows {queued}",
+    ]
+    if folded_until is not None:
+        lines += [
+            "# HELP oot_rollup_folded_until_seconds Unix time up to which queued rows are folded into the rollups.",
+            "# TYPE oot_rollup_folded_until_seconds gauge",
+            f"oot_rollup_folded_until_seconds {folded_until:.3f}",
+        ]
+    return lines

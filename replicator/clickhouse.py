@@ -77,11 +77,14 @@ def table_engine() -> str:
 
 
 def ensure_schema() -> None:
-    """Create the records table if it does not exist."""
+    """Create the records table and its rollups if they do not exist."""
+    from replicator import rollup
+
     statement = SCHEMA_PATH.read_text(encoding="utf-8")
     statement = "\n".join(line for line in statement.splitlines() if not line.startswith("--"))
     statement = statement.replace("{database}", settings.CLICKHOUSE_DATABASE).replace("{engine}", table_engine())
     client().command(statement)
+    rollup.ensure_schema()
 
 
 def ping() -> bool:

@@ -42,7 +42,7 @@ from django.db import DatabaseError
 from django.utils import timezone as django_timezone
 
 from oot_ingest import dynamo
-from replicator import clickhouse, status
+from replicator import clickhouse, rollup, status
 from replicator.checkpoints import (
     CheckpointConflict,
     advance_checkpoint,
@@ -533,7 +533,16 @@ def replicate_once(
         return None
     status.record_success(replicator.stream_arn, stats)
     reconcile_open_gaps(replicator.stream_arn)
+    fold_rollups()
     return stats
+
+
+def fold_rollups() -> None:
+    """Fold the rows this run inserted into the page rollups; after a failure, the next run folds them."""
+    try:
+        rollup.catch_up()
+    except (ClickHouseError, clickhouse.ClickHouseBusy, OSError) as error:
+        logger.error("rollup fold failed: %s", str(error)[:500])
 
 
 def reconcile_open_gaps(stream_arn: str) -> None:

@@ -17,7 +17,7 @@ from oot_ingest import counters, dynamo, policy
 from oot_ingest.allowlist import import_allowlist
 from oot_ingest.counters import redis_client
 from oot_ingest.models import AllowlistEntry
-from replicator import clickhouse
+from replicator import clickhouse, rollup
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_ALLOWLIST = ROOT / "demo" / "allowlist.yml"
@@ -43,6 +43,7 @@ def reset_dynamodb() -> None:
 def reset_clickhouse() -> None:
     clickhouse.ensure_schema()
     clickhouse.client().command(f"TRUNCATE TABLE {settings.CLICKHOUSE_DATABASE}.{clickhouse.TABLE}")
+    rollup.truncate()
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from oot_ingest.dynamo import ensure_table
-from replicator import clickhouse
+from replicator import clickhouse, rollup
+from replicator.runner import lock_for_fold
 
 
 class Command(BaseCommand):
@@ -12,6 +13,11 @@ class Command(BaseCommand):
             "--skip-clickhouse",
             action="store_true",
             help="Create only the DynamoDB table (the service creates the ClickHouse table on start)",
+        )
+        parser.add_argument(
+            "--refold-rollups",
+            action="store_true",
+            help="Recompute the page rollups from every ClickHouse record (after rows were written by hand)",
         )
 
     def handle(self, *args, **options):
@@ -24,3 +30,9 @@ class Command(BaseCommand):
         except clickhouse.ClickHouseBusy as error:
             raise CommandError(str(error)) from None
         self.stdout.write("ClickHouse table ready")
+        if options["refold_rollups"]:
+            with lock_for_fold(timeout_seconds=3600) as held:
+                if not held:
+                    raise CommandError("a replication run holds the replicator lock; try again in a moment")
+                stats = rollup.catch_up(whole=True)
+            self.stdout.write(f"rollups refolded: {stats.scopes} backends and event types in {stats.seconds:.1f} s")

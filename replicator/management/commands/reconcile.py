@@ -4,8 +4,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from django.core.management.base import BaseCommand, CommandError
 
-from replicator import clickhouse
+from replicator import clickhouse, rollup
 from replicator.reconcile import BATCH_ROWS, reconcile
+from replicator.runner import lock_for_fold
 
 
 class Command(BaseCommand):
@@ -43,8 +44,23 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         except (ClientError, BotoCoreError, ClickHouseError, OSError) as error:
             raise CommandError(f"reconcile failed: {error}; nothing after the last full batch was written") from None
+        if result.upserted and not options["dry_run"]:
+            self._fold_rollups()
         verb = "would upsert" if options["dry_run"] else "upserted"
         self.stdout.write(
             f"scanned {result.scanned} items, {result.completed} completed: {verb} {result.upserted}, "
             f"{result.up_to_date} already up to date, {result.dead_letters} dead letters"
         )
+
+    def _fold_rollups(self) -> None:
+        with lock_for_fold() as held:
+            if not held:
+                self.stdout.write("page rollups: a replication run holds the lock and folds the new rows itself")
+                return
+            try:
+                stats = rollup.catch_up()
+            except (ClickHouseError, OSError) as error:
+                raise CommandError(
+                    f"records reconciled, but folding them into the page rollups failed: {error}"
+                ) from None
+        self.stdout.write(f"page rollups folded: {stats.scopes} backends and event types in {stats.seconds:.1f} s")
