@@ -636,15 +636,17 @@ def test_markup_in_records_is_escaped(client):
 
 @pytest.fixture
 def table_gone(stores):
-    """Rename the ClickHouse table away for one test, as if it were dropped, and put it back afterwards."""
-    from replicator import clickhouse
+    """Rename the records table and its hourly rollup away for one test, as if dropped; put them back afterwards."""
+    from replicator import clickhouse, rollup
 
     client = clickhouse.client()
-    client.command(f"RENAME TABLE {clickhouse.TABLE} TO {clickhouse.TABLE}_hidden")
+    for table in (clickhouse.TABLE, rollup.HOURLY):
+        client.command(f"RENAME TABLE {table} TO {table}_hidden")
     try:
         yield
     finally:
-        client.command(f"RENAME TABLE {clickhouse.TABLE}_hidden TO {clickhouse.TABLE}")
+        for table in (clickhouse.TABLE, rollup.HOURLY):
+            client.command(f"RENAME TABLE {table}_hidden TO {table}")
 
 
 @pytest.mark.usefixtures("table_gone")

@@ -2,6 +2,7 @@
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -71,13 +72,24 @@ def test_pass_rate_chip_thresholds(rate, colour):
 
 
 def test_saved_queries_take_conclusions_from_the_vocabulary():
+    """Queries that count failures from the records bind the conclusions; the others read the rollup."""
     for path in QUERY_DIR.glob("*.sql"):
         text = path.read_text(encoding="utf-8")
         hard_coded = re.findall(r"'(success|failure|startup_failure)'", text)
         assert hard_coded == [], f"{path.name} names conclusions itself: {hard_coded}"
-        if "AS failures" in text:
+        if "AS failures" in text and "{rollup:Identifier}" not in text:
             assert "{success_conclusions:Array(String)}" in text, path.name
             assert "{failure_conclusions:Array(String)}" in text, path.name
+
+
+def test_rollup_fold_takes_conclusions_from_the_vocabulary():
+    from replicator import rollup
+
+    text = Path(rollup.__file__).read_text(encoding="utf-8")
+
+    assert re.findall(r"'(success|failure|startup_failure)'", text) == []
+    assert "{success_conclusions:Array(String)}" in text
+    assert "{failure_conclusions:Array(String)}" in text
 
 
 def test_every_event_type_has_a_label():

@@ -28,7 +28,7 @@ WITH
                 PREWHERE updated_at >= formatDateTime(now64(9) - toIntervalDay({days:UInt32} + 1), '%Y-%m-%dT%H:%i:%S')
                      AND event_type = {event_type:String}
                 WHERE downstream_repo IN {repos:Array(String)}
-                  AND completed_at >= now64(9) - toIntervalDay({days:UInt32})
+                  AND completed_at >= toStartOfHour(now64(9) - toIntervalDay({days:UInt32}))
             )
             GROUP BY row_key
             ORDER BY row_time DESC, row_key DESC
@@ -67,6 +67,6 @@ FROM {table:Identifier} FINAL
 PREWHERE event_type = {event_type:String}
 WHERE downstream_repo IN {repos:Array(String)}
   AND delivery_id IN (SELECT arrayJoin(arrayFlatten(arrayMap(page_row -> page_row.4, page_rows))))
-  AND completed_at >= now64(9) - toIntervalDay({days:UInt32})
+  AND completed_at >= toStartOfHour(now64(9) - toIntervalDay({days:UInt32}))
   AND has(arrayMap(page_row -> (page_row.1, page_row.3), page_rows), (row_key, pytorch_head_sha))
 ORDER BY row_time DESC, row_key DESC, workflow_name, job_name, run_attempt DESC
