@@ -168,12 +168,18 @@ def catch_up(whole: bool = False) -> FoldStats:
         scopes = {key: None for key in _all_scopes()}
     else:
         scopes = _queued_scopes(folded_until)
-    for (repository_key, event_type), groups in scopes.items():
-        whole = groups is None or len(groups) > WHOLE_SCOPE_GROUPS
-        _fold_scope(repository_key, event_type, None if whole else groups, version)
-        stats.scopes += 1
-        stats.whole_scopes += int(whole)
-        stats.groups += 0 if groups is None else len(groups)
+    whole_scopes: list[tuple[str, str]] = []
+    groups: list[tuple[str, str, int]] = []
+    for (repository_key, event_type), hashes in scopes.items():
+        if hashes is None or len(hashes) > WHOLE_SCOPE_GROUPS:
+            whole_scopes.append((repository_key, event_type))
+        else:
+            groups.extend((repository_key, event_type, group_hash) for group_hash in hashes)
+    if scopes:
+        _fold(whole_scopes, groups, version)
+    stats.scopes = len(scopes)
+    stats.whole_scopes = len(whole_scopes)
+    stats.groups = len(groups)
     _command(
         "INSERT INTO {database:Identifier}.oot_rollup_state (name, folded_until, _version)"
         " VALUES ({name:String}, {until:DateTime64(9, 'UTC')}, {version:UInt64})",
@@ -212,37 +218,42 @@ def _queued_scopes(since) -> dict[tuple[str, str], list[int]]:
     return {(row[0], row[1]): list(row[2]) for row in rows}
 
 
-def _fold_scope(repository_key: str, event_type: str, groups: list[int] | None, version: int) -> None:
-    """Recompute some groups (all when `groups` is None) of one backend and event type, then their hours."""
-    scope = {
-        "repository_key": repository_key,
-        "event_type": event_type,
-        "whole": groups is None,
-        "groups": groups or [],
-        "version": version,
-    }
-    in_scope = "({whole:Bool} OR group_hash IN {groups:Array(UInt64)})"
-    this_scope = "repository_key = {repository_key:String} AND event_type = {event_type:String}"
+def _fold(whole_scopes: list[tuple[str, str]], groups: list[tuple[str, str, int]], version: int) -> None:
+    """Recompute the given groups and every group of the whole scopes, then each hour they left or entered.
+
+    A scope is a (backend, event type); a group is a (backend, event type, group hash).
+    All scopes go through the same seven queries, so a run that touched many backends
+    costs about as much as one that touched a single one.
+    """
+    scope = {"whole": whole_scopes, "groups": groups, "version": version}
+    in_scope = (
+        "((repository_key, event_type) IN {whole:Array(Tuple(String, String))}"
+        " OR (repository_key, event_type, group_hash) IN {groups:Array(Tuple(String, String, UInt64))})"
+    )
+    keys = sorted({key for key, _ in whole_scopes} | {key for key, _, _ in groups})
+    event_types = sorted({event for _, event in whole_scopes} | {event for _, event, _ in groups})
     spellings = [
         row[0]
         for row in _query(
             "SELECT DISTINCT downstream_repo FROM {database:Identifier}.{records:Identifier}"
-            " WHERE lower(downstream_repo) = {repository_key:String}",
-            **scope,
+            " WHERE lower(downstream_repo) IN {keys:Array(String)}",
+            keys=keys,
         ).result_rows
     ]
-    hours_before = _hours(f"{this_scope} AND {in_scope}", scope)
+    hours_before = _hours(in_scope, scope)
 
     _command(
         f"""
         INSERT INTO {{database:Identifier}}.oot_job_latest
         SELECT
-            {{repository_key:String}}, {{event_type:String}}, group_hash, newest_completed_at,
-            latest.1, latest.2, latest.3, latest.4, latest.5, latest.6,
+            repository_key, event_type, group_hash, newest_completed_at,
+            latest.1, latest.2, latest.3, latest.4, latest.5, latest.6, latest.7, latest.8, latest.9,
             {{version:UInt64}}, 0
         FROM
         (
             SELECT
+                lower(downstream_repo) AS repository_key,
+                event_type,
                 {GROUP_HASH} AS group_hash,
                 argMax(
                     (
@@ -253,18 +264,28 @@ def _fold_scope(repository_key: str, event_type: str, groups: list[int] | None, 
                         execution_time,
                         greatest(
                             0, dateDiff('millisecond', parseDateTime64BestEffortOrZero(updated_at, 6), _inserted_at)
-                        ) / 1000
+                        ) / 1000,
+                        pr_number,
+                        cityHash64(
+                            if(
+                                pr_number > 0,
+                                toString(pr_number),
+                                if(pytorch_head_sha != '', pytorch_head_sha, dynamoKey)
+                            )
+                        ),
+                        environment
                     ),
                     {ATTEMPT_RANK}
                 ) AS latest,
                 max(completed_at) AS newest_completed_at
             FROM {{database:Identifier}}.{{records:Identifier}} FINAL
-            PREWHERE event_type = {{event_type:String}}
-            WHERE downstream_repo IN {{spellings:Array(String)}} AND {in_scope}
-            GROUP BY group_hash
+            PREWHERE downstream_repo IN {{spellings:Array(String)}} AND event_type IN {{event_types:Array(String)}}
+            WHERE {in_scope}
+            GROUP BY repository_key, event_type, group_hash
         )
         """,
         spellings=spellings,
+        event_types=event_types,
         **scope,
     )
     # Groups in scope that the records no longer hold (deleted by a person) leave the rollup.
@@ -272,24 +293,26 @@ def _fold_scope(repository_key: str, event_type: str, groups: list[int] | None, 
         f"""
         INSERT INTO {{database:Identifier}}.oot_job_latest
         SELECT repository_key, event_type, group_hash, completed_at, conclusion, duration_seconds, swept,
-               queue_time, execution_time, latency_seconds, {{version:UInt64}}, 1
+               queue_time, execution_time, latency_seconds, pr_number, row_hash, environment, {{version:UInt64}}, 1
         FROM {{database:Identifier}}.oot_job_latest FINAL
-        WHERE {this_scope} AND {in_scope} AND _version < {{version:UInt64}}
+        WHERE {in_scope} AND _version < {{version:UInt64}}
         """,
         **scope,
     )
 
-    hours = sorted(hours_before | _hours(f"{this_scope} AND {in_scope}", scope))
-    if groups is None:
-        hours = sorted(set(hours) | _hourly_hours(scope))
+    hours = hours_before | _hours(in_scope, scope)
+    if whole_scopes:
+        hours |= _hourly_hours(whole_scopes)
     if not hours:
         return
+    hours_parameter = {"hours": sorted(hours), "version": version}
     bounds = "[" + ", ".join(repr(bound) for bound in LATENCY_BOUNDS) + "]"
+    hour_in_scope = "{hours:Array(Tuple(String, String, DateTime('UTC')))}"
     _command(
         f"""
         INSERT INTO {{database:Identifier}}.oot_job_hourly
         SELECT
-            {{repository_key:String}}, {{event_type:String}}, toStartOfHour(completed_at) AS hour,
+            repository_key, event_type, toStartOfHour(completed_at) AS hour,
             count(),
             countIf(has({{success_conclusions:Array(String)}}, conclusion)),
             countIf(has({{failure_conclusions:Array(String)}}, conclusion)),
@@ -303,42 +326,45 @@ def _fold_scope(repository_key: str, event_type: str, groups: list[int] | None, 
             sumForEach(arrayMap(bound -> toUInt64(latency_seconds <= bound), {bounds})),
             max(latency_seconds),
             max(completed_at),
+            groupUniqArrayIf(pr_number, pr_number > 0),
+            groupUniqArray(row_hash),
+            argMaxIf(environment, completed_at, environment != ''),
+            maxIf(completed_at, environment != ''),
             {{version:UInt64}}, 0
         FROM {{database:Identifier}}.oot_job_latest FINAL
-        WHERE {this_scope} AND toStartOfHour(completed_at) IN {{hours:Array(DateTime('UTC'))}}
-        GROUP BY hour
+        WHERE (repository_key, event_type, toStartOfHour(completed_at)) IN {hour_in_scope}
+        GROUP BY repository_key, event_type, hour
         """,
-        hours=hours,
         success_conclusions=list(SUCCESS_CONCLUSIONS),
         failure_conclusions=list(FAILURE_CONCLUSIONS),
-        **scope,
+        **hours_parameter,
     )
     # Hours in scope that no group falls in any more are dropped.
     _command(
         f"""
         INSERT INTO {{database:Identifier}}.oot_job_hourly
-        SELECT repository_key, event_type, hour, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, [], 0, last_run, {{version:UInt64}}, 1
+        SELECT repository_key, event_type, hour, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, [], 0, last_run, [], [], '',
+               environment_at, {{version:UInt64}}, 1
         FROM {{database:Identifier}}.oot_job_hourly FINAL
-        WHERE {this_scope} AND hour IN {{hours:Array(DateTime('UTC'))}} AND _version < {{version:UInt64}}
+        WHERE (repository_key, event_type, hour) IN {hour_in_scope} AND _version < {{version:UInt64}}
         """,
-        hours=hours,
-        **scope,
+        **hours_parameter,
     )
 
 
-def _hours(condition: str, scope: dict) -> set:
+def _hours(condition: str, scope: dict) -> set[tuple]:
     rows = _query(
-        "SELECT DISTINCT toStartOfHour(completed_at) FROM {database:Identifier}.oot_job_latest FINAL"
-        f" WHERE {condition}",
+        "SELECT DISTINCT repository_key, event_type, toStartOfHour(completed_at)"
+        f" FROM {{database:Identifier}}.oot_job_latest FINAL WHERE {condition}",
         **scope,
     ).result_rows
-    return {row[0] for row in rows}
+    return {tuple(row) for row in rows}
 
 
-def _hourly_hours(scope: dict) -> set:
+def _hourly_hours(whole_scopes: list[tuple[str, str]]) -> set[tuple]:
     rows = _query(
-        "SELECT hour FROM {database:Identifier}.oot_job_hourly FINAL"
-        " WHERE repository_key = {repository_key:String} AND event_type = {event_type:String}",
-        **scope,
+        "SELECT repository_key, event_type, hour FROM {database:Identifier}.oot_job_hourly FINAL"
+        " WHERE (repository_key, event_type) IN {whole:Array(Tuple(String, String))}",
+        whole=whole_scopes,
     ).result_rows
-    return {row[0] for row in rows}
+    return {tuple(row) for row in rows}

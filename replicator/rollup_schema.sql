@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS {database}.oot_job_latest
     queue_time Nullable(Float64),
     execution_time Nullable(Float64),
     latency_seconds Float64,
+    pr_number UInt64,
+    -- cityHash64 of the matrix row the group is in: its PR, else its head SHA, else its record key.
+    row_hash UInt64,
+    environment String,
     -- The fold's start time in nanoseconds: a later fold read the records later.
     _version UInt64,
     _is_deleted UInt8
@@ -65,6 +69,12 @@ CREATE TABLE IF NOT EXISTS {database}.oot_job_hourly
     latency_at_most Array(UInt64),
     latency_max Float64,
     last_run DateTime64(9, 'UTC'),
+    -- The distinct PR numbers (above 0) and matrix rows of the hour's groups.
+    pr_numbers Array(UInt64),
+    row_hashes Array(UInt64),
+    -- The newest non-empty environment among the hour's groups, and its group's completion time.
+    environment String,
+    environment_at DateTime64(9, 'UTC'),
     _version UInt64,
     _is_deleted UInt8
 )
