@@ -2,9 +2,11 @@
 -- events without a PR. The page contains the newest rows, each with every attempt of its newest
 -- head SHA. A record without started_at is placed in time by completed_at.
 --
--- The page is chosen first from a few light columns, then the full records are read only for
--- the page's deliveries: delivery_id follows downstream_repo in the sorting key, so that second
--- read touches a few granules instead of the backend's whole range. page_rows is a scalar
+-- The page is chosen first from a few light columns under FINAL, then the full records are read
+-- only for the page's deliveries. That second read takes every version of those records without
+-- FINAL (every version of a record has the same backend and delivery id) and keeps the newest per
+-- key, as FINAL would: the highest _version, the latest insert among equals, none if deleted.
+-- Filters on columns a new version may change apply only after that. page_rows is a scalar
 -- subquery, which ClickHouse evaluates once.
 -- PREWHERE filters only on event_type and updated_at, for the reasons given in oot_summary.
 WITH
@@ -35,38 +37,46 @@ WITH
             LIMIT {per_page:UInt32} OFFSET {offset:UInt32}
         )
     ) AS page_rows
-SELECT
-    if(pr_number > 0, toString(pr_number), if(pytorch_head_sha != '', pytorch_head_sha, dynamoKey)) AS row_key,
-    arrayFirst(page_row -> page_row.1 = row_key, page_rows).2 AS row_time,
-    dynamoKey,
-    downstream_repo,
-    pr_number,
-    upstream_repo,
-    pytorch_head_sha,
-    event_type,
-    workflow_name,
-    job_name,
-    check_run_id,
-    run_attempt,
-    status,
-    conclusion,
-    workflow_run_url,
-    artifact_url,
-    queue_time,
-    execution_time,
-    started_at,
-    completed_at,
-    total_tests,
-    passed_tests,
-    failed_tests,
-    skipped_tests,
-    failed_tests_json,
-    failed_tests_entries_cut,
-    swept
-FROM {table:Identifier} FINAL
-PREWHERE event_type = {event_type:String}
-WHERE downstream_repo IN {repos:Array(String)}
-  AND delivery_id IN (SELECT arrayJoin(arrayFlatten(arrayMap(page_row -> page_row.4, page_rows))))
+SELECT * EXCEPT (_is_deleted)
+FROM
+(
+    SELECT
+        if(pr_number > 0, toString(pr_number), if(pytorch_head_sha != '', pytorch_head_sha, dynamoKey)) AS row_key,
+        arrayFirst(page_row -> page_row.1 = row_key, page_rows).2 AS row_time,
+        dynamoKey,
+        downstream_repo,
+        pr_number,
+        upstream_repo,
+        pytorch_head_sha,
+        event_type,
+        workflow_name,
+        job_name,
+        check_run_id,
+        run_attempt,
+        status,
+        conclusion,
+        workflow_run_url,
+        artifact_url,
+        queue_time,
+        execution_time,
+        started_at,
+        completed_at,
+        total_tests,
+        passed_tests,
+        failed_tests,
+        skipped_tests,
+        failed_tests_json,
+        failed_tests_entries_cut,
+        swept,
+        _is_deleted
+    FROM {table:Identifier}
+    PREWHERE downstream_repo IN {repos:Array(String)}
+         AND delivery_id IN (SELECT arrayJoin(arrayFlatten(arrayMap(page_row -> page_row.4, page_rows))))
+    ORDER BY dynamoKey, _version DESC, _inserted_at DESC
+    LIMIT 1 BY dynamoKey
+)
+WHERE _is_deleted = 0
+  AND event_type = {event_type:String}
   AND completed_at >= toStartOfHour(now64(9) - toIntervalDay({days:UInt32}))
   AND has(arrayMap(page_row -> (page_row.1, page_row.3), page_rows), (row_key, pytorch_head_sha))
 ORDER BY row_time DESC, row_key DESC, workflow_name, job_name, run_attempt DESC
