@@ -3,15 +3,19 @@
 import io
 import json
 import logging
+import threading
 import time
 
 import pytest
 from django.db import connection
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from redis.connection import AbstractConnection
 
 from oot_ingest import counters, dynamo, views
 from oot_ingest.models import RateLimit, RejectedRequest, RelayToken
+from oot_views.middleware import INGESTION_API_PATHS
 from tests.conftest import RESULTS_URL, TOKEN, callback_body, post_callback, stored_item
 from tests.services import free_port
 
@@ -498,3 +502,53 @@ def test_counts_written_in_background(client):
         time.sleep(0.05)
     assert counters.redis_client().hget(counters.COUNTERS_KEY, "callbacks_accepted") == b"1"
     assert "acme-ai/torch-npu" in counters.last_callbacks()
+
+
+def test_accepted_callback_costs_one_redis_round_trip(client, monkeypatch):
+    """The rate limit's count is the only Redis call on the request's thread.
+
+    Counters of stored callbacks are written by a background thread.
+    """
+    assert post_callback(client, callback_body(check_run_id="1")).status_code == 200, "loads the rate-limit script"
+    request_thread = threading.get_ident()
+    sent = []
+    send_packed_command = AbstractConnection.send_packed_command
+
+    def record_send(self, command, *args, **kwargs):
+        if threading.get_ident() == request_thread:
+            sent.append(command)
+        return send_packed_command(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", record_send)
+    response = post_callback(client, callback_body(check_run_id="2"))
+
+    assert response.status_code == 200
+    assert len(sent) == 1, sent
+
+
+# Middleware
+
+
+@pytest.mark.parametrize("route", ["oot-results", "oot-callback-tokens", "oot-allowlist"])
+def test_ingestion_paths_match_routes(route):
+    assert reverse(route) in INGESTION_API_PATHS
+
+
+def test_callback_response_keeps_security_headers(client):
+    response = post_callback(client, callback_body())
+
+    assert response.status_code == 200
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" in response
+    assert "Server-Timing" in response
+
+
+def test_callback_response_sets_no_cookie(client):
+    client.cookies["sessionid"] = "a-session-the-api-ignores"
+
+    response = post_callback(client, callback_body())
+
+    assert response.status_code == 200
+    assert not response.cookies
+    assert "Cookie" not in response.get("Vary", "")
