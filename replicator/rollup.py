@@ -170,13 +170,15 @@ def catch_up(whole: bool = False) -> FoldStats:
         scopes = _queued_scopes(folded_until)
     whole_scopes: list[tuple[str, str]] = []
     groups: list[tuple[str, str, int]] = []
-    for (repository_key, event_type), hashes in scopes.items():
-        if hashes is None or len(hashes) > WHOLE_SCOPE_GROUPS:
+    heads: set[str] = set()
+    for (repository_key, event_type), queued in scopes.items():
+        if queued is None or len(queued[0]) > WHOLE_SCOPE_GROUPS:
             whole_scopes.append((repository_key, event_type))
         else:
-            groups.extend((repository_key, event_type, group_hash) for group_hash in hashes)
+            groups.extend((repository_key, event_type, group_hash) for group_hash in queued[0])
+            heads.update(queued[1])
     if scopes:
-        _fold(whole_scopes, groups, version)
+        _fold(whole_scopes, groups, sorted(heads), version)
     stats.scopes = len(scopes)
     stats.whole_scopes = len(whole_scopes)
     stats.groups = len(groups)
@@ -208,20 +210,26 @@ def _all_scopes() -> list[tuple[str, str]]:
     return sorted((row[0], row[1]) for row in rows)
 
 
-def _queued_scopes(since) -> dict[tuple[str, str], list[int]]:
+def _queued_scopes(since) -> dict[tuple[str, str], tuple[list[int], list[str]]]:
+    """Return the group hashes and heads queued after `since`, per (backend, event type)."""
     rows = _query(
-        "SELECT repository_key, event_type, groupUniqArray(group_hash)"
+        "SELECT repository_key, event_type, groupUniqArray(group_hash), groupUniqArray(head)"
         " FROM {database:Identifier}.oot_rollup_queue WHERE queued_at > {since:DateTime64(9, 'UTC')}"
         " GROUP BY repository_key, event_type",
         since=since,
     ).result_rows
-    return {(row[0], row[1]): list(row[2]) for row in rows}
+    return {(row[0], row[1]): (list(row[2]), list(row[3])) for row in rows}
 
 
-def _fold(whole_scopes: list[tuple[str, str]], groups: list[tuple[str, str, int]], version: int) -> None:
+def _fold(
+    whole_scopes: list[tuple[str, str]], groups: list[tuple[str, str, int]], heads: list[str], version: int
+) -> None:
     """Recompute the given groups and every group of the whole scopes, then each hour they left or entered.
 
     A scope is a (backend, event type); a group is a (backend, event type, group hash).
+    `heads` are the groups' head SHAs (or record keys), which let the records be
+    filtered before FINAL: like the backend and event type, they never change
+    within a record.
     All scopes go through the same seven queries, so a run that touched many backends
     costs about as much as one that touched a single one.
     """
@@ -240,7 +248,7 @@ def _fold(whole_scopes: list[tuple[str, str]], groups: list[tuple[str, str, int]
             keys=keys,
         ).result_rows
     ]
-    hours_before = _hours(in_scope, scope)
+    hours_before = _hours(in_scope, {**scope, "whole": []}) if groups else set()
 
     _command(
         f"""
@@ -279,13 +287,20 @@ def _fold(whole_scopes: list[tuple[str, str]], groups: list[tuple[str, str, int]
                 ) AS latest,
                 max(completed_at) AS newest_completed_at
             FROM {{database:Identifier}}.{{records:Identifier}} FINAL
-            PREWHERE downstream_repo IN {{spellings:Array(String)}} AND event_type IN {{event_types:Array(String)}}
+            PREWHERE downstream_repo IN {{spellings:Array(String)}}
+                 AND event_type IN {{event_types:Array(String)}}
+                 AND (
+                     lower(downstream_repo) IN {{whole_keys:Array(String)}}
+                     OR if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha) IN {{heads:Array(String)}}
+                 )
             WHERE {in_scope}
             GROUP BY repository_key, event_type, group_hash
         )
         """,
         spellings=spellings,
         event_types=event_types,
+        whole_keys=sorted({key for key, _ in whole_scopes}),
+        heads=heads,
         **scope,
     )
     # Groups in scope that the records no longer hold (deleted by a person) leave the rollup.
@@ -300,14 +315,15 @@ def _fold(whole_scopes: list[tuple[str, str]], groups: list[tuple[str, str, int]
         **scope,
     )
 
-    hours = hours_before | _hours(in_scope, scope)
-    if whole_scopes:
-        hours |= _hourly_hours(whole_scopes)
-    if not hours:
-        return
-    hours_parameter = {"hours": sorted(hours), "version": version}
+    # Whole scopes recompute every hour they have. Other groups recompute the hours they were in
+    # before this fold and the hours they are in now.
+    hours = (hours_before | _hours(in_scope, {**scope, "whole": []})) if groups else set()
+    hours_parameter = {"whole": whole_scopes, "hours": sorted(hours), "version": version}
     bounds = "[" + ", ".join(repr(bound) for bound in LATENCY_BOUNDS) + "]"
-    hour_in_scope = "{hours:Array(Tuple(String, String, DateTime('UTC')))}"
+    hour_in_scope = (
+        "((repository_key, event_type) IN {whole:Array(Tuple(String, String))}"
+        " OR (repository_key, event_type, {hour}) IN {hours:Array(Tuple(String, String, DateTime('UTC')))})"
+    )
     _command(
         f"""
         INSERT INTO {{database:Identifier}}.oot_job_hourly
@@ -332,7 +348,7 @@ def _fold(whole_scopes: list[tuple[str, str]], groups: list[tuple[str, str, int]
             maxIf(completed_at, environment != ''),
             {{version:UInt64}}, 0
         FROM {{database:Identifier}}.oot_job_latest FINAL
-        WHERE (repository_key, event_type, toStartOfHour(completed_at)) IN {hour_in_scope}
+        WHERE {hour_in_scope.replace("{hour}", "toStartOfHour(completed_at)")}
         GROUP BY repository_key, event_type, hour
         """,
         success_conclusions=list(SUCCESS_CONCLUSIONS),
@@ -346,7 +362,7 @@ def _fold(whole_scopes: list[tuple[str, str]], groups: list[tuple[str, str, int]
         SELECT repository_key, event_type, hour, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, [], 0, last_run, [], [], '',
                environment_at, {{version:UInt64}}, 1
         FROM {{database:Identifier}}.oot_job_hourly FINAL
-        WHERE (repository_key, event_type, hour) IN {hour_in_scope} AND _version < {{version:UInt64}}
+        WHERE {hour_in_scope.replace("{hour}", "hour")} AND _version < {{version:UInt64}}
         """,
         **hours_parameter,
     )
@@ -357,14 +373,5 @@ def _hours(condition: str, scope: dict) -> set[tuple]:
         "SELECT DISTINCT repository_key, event_type, toStartOfHour(completed_at)"
         f" FROM {{database:Identifier}}.oot_job_latest FINAL WHERE {condition}",
         **scope,
-    ).result_rows
-    return {tuple(row) for row in rows}
-
-
-def _hourly_hours(whole_scopes: list[tuple[str, str]]) -> set[tuple]:
-    rows = _query(
-        "SELECT repository_key, event_type, hour FROM {database:Identifier}.oot_job_hourly FINAL"
-        " WHERE (repository_key, event_type) IN {whole:Array(Tuple(String, String))}",
-        whole=whole_scopes,
     ).result_rows
     return {tuple(row) for row in rows}

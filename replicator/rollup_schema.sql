@@ -10,6 +10,8 @@ CREATE TABLE IF NOT EXISTS {database}.oot_rollup_queue
     downstream_repo String,
     event_type String,
     group_hash UInt64,
+    -- The head SHA, or the record key when the SHA is missing: a fold reads only records with these.
+    head String,
     queued_at DateTime64(9, 'UTC')
 )
 ENGINE = MergeTree
@@ -22,6 +24,7 @@ SELECT
     downstream_repo,
     event_type,
     cityHash64(if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha), workflow_name, job_name) AS group_hash,
+    if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha) AS head,
     now64(9, 'UTC') AS queued_at
 FROM {database}.oot_workflow_job
 ;

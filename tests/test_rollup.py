@@ -184,9 +184,9 @@ def test_fold_with_an_older_version_loses_to_a_newer_one():
     insert(record("job", conclusion="success", revision=3))
     # A fold that started earlier (a lower version) but wrote later changes nothing.
     stale_version = 1
-    rollup._fold([("acme-ai/torch-npu", "pull_request")], [], stale_version)
+    rollup._fold([("acme-ai/torch-npu", "pull_request")], [], [], stale_version)
     rollup.catch_up()
-    rollup._fold([("acme-ai/torch-npu", "pull_request")], [], stale_version)
+    rollup._fold([("acme-ai/torch-npu", "pull_request")], [], [], stale_version)
 
     (row,) = hourly_rows().values()
 
