@@ -60,6 +60,28 @@ WHOLE_SCOPE_GROUPS = 2000
 # The queue keeps two days (its TTL). A mark older than this refolds everything instead.
 QUEUE_KEEPS = timedelta(hours=36)
 
+# The records' columns that a fold reads.
+RECORD_COLUMNS = (
+    "downstream_repo",
+    "delivery_id",
+    "dynamoKey",
+    "event_type",
+    "pytorch_head_sha",
+    "workflow_name",
+    "job_name",
+    "run_attempt",
+    "conclusion",
+    "duration_seconds",
+    "swept",
+    "queue_time",
+    "execution_time",
+    "updated_at",
+    "_inserted_at",
+    "_version",
+    "pr_number",
+    "environment",
+    "completed_at",
+)
 GROUP_HASH = "cityHash64(if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha), workflow_name, job_name)"
 # "Latest" is the highest (run_attempt, completed_at): the attempt above bit 44, completed_at in
 # milliseconds below it (2^44 ms reaches the year 2527). argMax over one UInt64 is much faster
@@ -227,19 +249,23 @@ def _fold(
     """Recompute the given groups and every group of the whole scopes, then each hour they left or entered.
 
     A scope is a (backend, event type); a group is a (backend, event type, group hash).
-    `heads` are the groups' head SHAs (or record keys), which let the records be
-    filtered before FINAL: like the backend and event type, they never change
-    within a record.
-    All scopes go through the same seven queries, so a run that touched many backends
-    costs about as much as one that touched a single one.
+    `heads` are the groups' head SHAs (or record keys). Like the backend and the
+    event type, they never change within a record, so filtering the records on
+    them keeps every version of the groups' records.
+    All scopes go through the same few queries, so a run that touched many
+    backends costs little more than one that touched a single one.
     """
     scope = {"whole": whole_scopes, "groups": groups, "version": version}
-    in_scope = (
-        "((repository_key, event_type) IN {whole:Array(Tuple(String, String))}"
-        " OR (repository_key, event_type, group_hash) IN {groups:Array(Tuple(String, String, UInt64))})"
-    )
+    # Each side of the OR only when it has members: an empty side keeps ClickHouse from using
+    # the sorting key of oot_job_latest.
+    conditions = []
+    if whole_scopes:
+        conditions.append("(repository_key, event_type) IN {whole:Array(Tuple(String, String))}")
+    if groups:
+        conditions.append("(repository_key, event_type, group_hash) IN {groups:Array(Tuple(String, String, UInt64))}")
+    in_scope = "(" + " OR ".join(conditions) + ")"
+    groups_only = "(repository_key, event_type, group_hash) IN {groups:Array(Tuple(String, String, UInt64))}"
     keys = sorted({key for key, _ in whole_scopes} | {key for key, _, _ in groups})
-    event_types = sorted({event for _, event in whole_scopes} | {event for _, event, _ in groups})
     spellings = [
         row[0]
         for row in _query(
@@ -248,61 +274,12 @@ def _fold(
             keys=keys,
         ).result_rows
     ]
-    hours_before = _hours(in_scope, {**scope, "whole": []}) if groups else set()
+    hours_before = _hours(groups_only, scope) if groups else set()
 
-    _command(
-        f"""
-        INSERT INTO {{database:Identifier}}.oot_job_latest
-        SELECT
-            repository_key, event_type, group_hash, newest_completed_at,
-            latest.1, latest.2, latest.3, latest.4, latest.5, latest.6, latest.7, latest.8, latest.9,
-            {{version:UInt64}}, 0
-        FROM
-        (
-            SELECT
-                lower(downstream_repo) AS repository_key,
-                event_type,
-                {GROUP_HASH} AS group_hash,
-                argMax(
-                    (
-                        conclusion,
-                        duration_seconds,
-                        swept,
-                        queue_time,
-                        execution_time,
-                        greatest(
-                            0, dateDiff('millisecond', parseDateTime64BestEffortOrZero(updated_at, 6), _inserted_at)
-                        ) / 1000,
-                        pr_number,
-                        cityHash64(
-                            if(
-                                pr_number > 0,
-                                toString(pr_number),
-                                if(pytorch_head_sha != '', pytorch_head_sha, dynamoKey)
-                            )
-                        ),
-                        environment
-                    ),
-                    {ATTEMPT_RANK}
-                ) AS latest,
-                max(completed_at) AS newest_completed_at
-            FROM {{database:Identifier}}.{{records:Identifier}} FINAL
-            PREWHERE downstream_repo IN {{spellings:Array(String)}}
-                 AND event_type IN {{event_types:Array(String)}}
-                 AND (
-                     lower(downstream_repo) IN {{whole_keys:Array(String)}}
-                     OR if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha) IN {{heads:Array(String)}}
-                 )
-            WHERE {in_scope}
-            GROUP BY repository_key, event_type, group_hash
-        )
-        """,
-        spellings=spellings,
-        event_types=event_types,
-        whole_keys=sorted({key for key, _ in whole_scopes}),
-        heads=heads,
-        **scope,
-    )
+    if whole_scopes:
+        _recompute_groups(whole_scopes, [], [], spellings, version)
+    if groups:
+        _recompute_groups([], groups, heads, spellings, version)
     # Groups in scope that the records no longer hold (deleted by a person) leave the rollup.
     _command(
         f"""
@@ -317,7 +294,7 @@ def _fold(
 
     # Whole scopes recompute every hour they have. Other groups recompute the hours they were in
     # before this fold and the hours they are in now.
-    hours = (hours_before | _hours(in_scope, {**scope, "whole": []})) if groups else set()
+    hours = (hours_before | _hours(groups_only, scope)) if groups else set()
     hours_parameter = {"whole": whole_scopes, "hours": sorted(hours), "version": version}
     bounds = "[" + ", ".join(repr(bound) for bound in LATENCY_BOUNDS) + "]"
     hour_in_scope = (
@@ -365,6 +342,90 @@ def _fold(
         WHERE {hour_in_scope.replace("{hour}", "hour")} AND _version < {{version:UInt64}}
         """,
         **hours_parameter,
+    )
+
+
+def _recompute_groups(
+    whole_scopes: list[tuple[str, str]],
+    groups: list[tuple[str, str, int]],
+    heads: list[str],
+    spellings: list[str],
+    version: int,
+) -> None:
+    """Write the latest attempt of every group of the whole scopes, or of the given groups, into oot_job_latest.
+
+    Whole scopes read their backends' records under FINAL, which merges the
+    sorted parts in one pass. Single groups read every version of the
+    records with their heads, without FINAL, and keep the newest version per
+    sorting key as FINAL would (the highest _version, the latest insert among
+    equals, none if that version is a deletion): FINAL would have to merge
+    the whole range of every backend the groups are in.
+    """
+    if whole_scopes:
+        condition = "(repository_key, event_type) IN {whole:Array(Tuple(String, String))}"
+        source = """{database:Identifier}.{records:Identifier} FINAL
+            PREWHERE downstream_repo IN {spellings:Array(String)} AND event_type IN {event_types:Array(String)}"""
+    else:
+        condition = "(repository_key, event_type, group_hash) IN {groups:Array(Tuple(String, String, UInt64))}"
+        source = f"""
+            (
+                SELECT {", ".join(RECORD_COLUMNS)}, _is_deleted
+                FROM {{database:Identifier}}.{{records:Identifier}}
+                PREWHERE downstream_repo IN {{spellings:Array(String)}}
+                     AND event_type IN {{event_types:Array(String)}}
+                     AND if(pytorch_head_sha = '', dynamoKey, pytorch_head_sha) IN {{heads:Array(String)}}
+                ORDER BY downstream_repo, delivery_id, dynamoKey, _version DESC, _inserted_at DESC
+                LIMIT 1 BY downstream_repo, delivery_id, dynamoKey
+            )
+            WHERE _is_deleted = 0"""
+    event_types = sorted({event for _, event in whole_scopes} | {event for _, event, _ in groups})
+    _command(
+        f"""
+        INSERT INTO {{database:Identifier}}.oot_job_latest
+        SELECT
+            repository_key, event_type, group_hash, newest_completed_at,
+            latest.1, latest.2, latest.3, latest.4, latest.5, latest.6, latest.7, latest.8, latest.9,
+            {{version:UInt64}}, 0
+        FROM
+        (
+            SELECT
+                lower(downstream_repo) AS repository_key,
+                event_type,
+                {GROUP_HASH} AS group_hash,
+                argMax(
+                    (
+                        conclusion,
+                        duration_seconds,
+                        swept,
+                        queue_time,
+                        execution_time,
+                        greatest(
+                            0, dateDiff('millisecond', parseDateTime64BestEffortOrZero(updated_at, 6), _inserted_at)
+                        ) / 1000,
+                        pr_number,
+                        cityHash64(
+                            if(
+                                pr_number > 0,
+                                toString(pr_number),
+                                if(pytorch_head_sha != '', pytorch_head_sha, dynamoKey)
+                            )
+                        ),
+                        environment
+                    ),
+                    {ATTEMPT_RANK}
+                ) AS latest,
+                max(completed_at) AS newest_completed_at
+            FROM {source}
+            GROUP BY repository_key, event_type, group_hash
+            HAVING {condition}
+        )
+        """,
+        whole=whole_scopes,
+        groups=groups,
+        heads=heads,
+        spellings=spellings,
+        event_types=event_types,
+        version=version,
     )
 
 

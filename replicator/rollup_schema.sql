@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS {database}.oot_job_latest
 )
 ENGINE = ReplacingMergeTree(_version, _is_deleted)
 ORDER BY (repository_key, event_type, group_hash)
+-- A fold looks up a few scattered groups: small granules keep each lookup to a few rows.
+SETTINGS index_granularity = 1024
 ;
 -- Sums over the groups whose latest completion falls in each hour.
 CREATE TABLE IF NOT EXISTS {database}.oot_job_hourly
