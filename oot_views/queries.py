@@ -93,6 +93,8 @@ def _bring_rollups_up_to_date() -> None:
 
     started = time.perf_counter()
     try:
+        if rollup.is_current():
+            return
         with _fold_lock, lock_for_fold() as held:
             # Without the lock a replication run is under way, and it folds when its rows are in.
             if held:
