@@ -85,7 +85,7 @@ def metrics(_request: HttpRequest) -> HttpResponse:
 
 
 def _rollup_lines() -> list[str]:
-    """How far the page rollups lag behind the records; nothing when ClickHouse cannot be read."""
+    """Return the Prometheus lines of the rollup backlog, or none when ClickHouse cannot be read."""
     try:
         folded_until, queued = rollup.backlog()
     except (ClickHouseError, clickhouse.ClickHouseBusy, OSError) as error:

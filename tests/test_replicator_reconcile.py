@@ -6,7 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from oot_ingest import dynamo
-from replicator import clickhouse
+from replicator import clickhouse, rollup
 from replicator.convert import to_row
 from replicator.models import DeadLetter
 from replicator.writer import insert_rows
@@ -47,6 +47,8 @@ def test_reconcile_twice_changes_nothing(client):
     second = reconcile()
 
     assert "upserted 5" in first
+    assert "page rollups folded" in first
+    assert rollup.is_current(), "the reconcile must fold what it inserted"
     assert counts == (5, 5)
     assert "upserted 0, 5 already up to date" in second
     assert final_count() == 5
