@@ -56,7 +56,8 @@ def client():
         if is_embedded() and ("lock" in str(error).lower() or "EmbeddedServer" in str(error)):
             raise ClickHouseBusy(
                 f"the chdb directory {_chdb_path()} is in use by another process, usually the running "
-                "service (stop it with `make stop`, or run this through the service)"
+                "service: stop it with `scripts/service stop` (which leaves DynamoDB Local and Redis running), "
+                "then start it again with `scripts/service start`"
             ) from error
         raise
     _local.client = opened

@@ -17,10 +17,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--refold-rollups",
             action="store_true",
-            help="Recompute the page rollups from every ClickHouse record (after rows were written by hand)",
+            help="Only recompute the page rollups from every ClickHouse record (after rows were written by hand)",
         )
 
     def handle(self, *args, **options):
+        if options["refold_rollups"]:
+            # Only ClickHouse is involved, so DynamoDB Local need not be running.
+            self._refold_rollups()
+            return
         created = ensure_table()
         self.stdout.write(f"DynamoDB table {'created' if created else 'already exists'}")
         if options["skip_clickhouse"]:
@@ -30,9 +34,14 @@ class Command(BaseCommand):
         except clickhouse.ClickHouseBusy as error:
             raise CommandError(str(error)) from None
         self.stdout.write("ClickHouse table ready")
-        if options["refold_rollups"]:
+
+    def _refold_rollups(self) -> None:
+        try:
+            clickhouse.ensure_schema()
             with lock_for_fold(timeout_seconds=3600) as held:
                 if not held:
                     raise CommandError("a replication run holds the replicator lock; try again in a moment")
                 stats = rollup.catch_up(whole=True)
-            self.stdout.write(f"rollups refolded: {stats.scopes} backends and event types in {stats.seconds:.1f} s")
+        except clickhouse.ClickHouseBusy as error:
+            raise CommandError(str(error)) from None
+        self.stdout.write(f"rollups refolded: {stats.scopes} backends and event types in {stats.seconds:.1f} s")

@@ -13,7 +13,7 @@ class Command(BaseCommand):
     help = (
         "Scan DynamoDB and upsert the completed records that ClickHouse lacks (all, or those updated since a "
         "time). Safe to repeat: a second run inserts nothing. In embedded mode the running service owns chdb, "
-        "so stop it first (make stop)."
+        "so stop it first with scripts/service stop, which leaves DynamoDB Local running."
     )
 
     def add_arguments(self, parser):
