@@ -25,10 +25,12 @@ urlpatterns = [
     path("oot/metrics", views.metrics_page, name="oot-metrics"),
     path("oot/<repopart:org>/<repopart:repo>", views.backend_page, name="oot-backend"),
     path("pr/<int:number>", views.pr_page, name="oot-pr"),
+    path("pr/<str:raw>", views.pr_page_invalid),
     path("pr", views.pr_lookup, name="oot-pr-lookup"),
     path("api/oot/summary", views.summary_json, name="oot-summary-json"),
     path("api/oot/backends/<repopart:org>/<repopart:repo>", views.backend_json, name="oot-backend-json"),
     path("api/oot/pr/<int:number>", views.pr_json, name="oot-pr-json"),
+    path("api/oot/pr/<str:raw>", views.pr_json_invalid),
     path("api/oot/metrics", views.metrics_json, name="oot-metrics-json"),
     path("api/oot/openapi.json", views.openapi_json, name="oot-openapi"),
 ]

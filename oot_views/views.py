@@ -134,13 +134,28 @@ def pr_page(request: HttpRequest, number: int) -> HttpResponse:
     return _render(request, "oot/pr.html", lambda: pages.pr_results(number), {"number": number})
 
 
+def _not_a_pr_number(raw: str) -> FilterError:
+    return FilterError(f"PR number must be a whole number, got {raw[:40]!r}")
+
+
+@require_safe
+def pr_page_invalid(request: HttpRequest, raw: str) -> HttpResponse:
+    """Answer /pr/<anything but digits> with a 400 that names the problem, not a bare 404."""
+    return _bad_request_page(request, "oot/pr.html", _not_a_pr_number(raw), {"number": raw[:40]})
+
+
+@require_safe
+def pr_json_invalid(_request: HttpRequest, raw: str) -> JsonResponse:
+    return _json_error(_not_a_pr_number(raw))
+
+
 @require_safe
 def pr_lookup(request: HttpRequest) -> HttpResponse:
     """Redirect the header's PR box (?number=N) to /pr/N."""
     raw = request.GET.get("number", "").strip().lstrip("#")
     try:
         if not raw.isdigit():
-            raise FilterError(f"PR number must be a whole number, got {raw[:40]!r}")
+            raise _not_a_pr_number(raw)
         number = int(raw)
         _check_pr_number(number)
     except FilterError as error:

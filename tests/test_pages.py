@@ -566,6 +566,17 @@ def test_pr_lookup_redirects(client):
     assert client.get("/api/oot/pr/99999999999999").status_code == 400
 
 
+@pytest.mark.parametrize("raw", ["abc", "-1", "12x"])
+def test_pr_path_that_is_not_a_number(client, raw):
+    html = client.get(f"/pr/{raw}")
+    body = client.get(f"/api/oot/pr/{raw}")
+
+    assert html.status_code == 400
+    assert f"PR number must be a whole number, got &#x27;{raw}&#x27;" in html.content.decode()
+    assert body.status_code == 400
+    assert body.json() == {"ok": False, "error": f"PR number must be a whole number, got '{raw}'"}
+
+
 # --- safety -------------------------------------------------------------
 
 
