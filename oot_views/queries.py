@@ -7,8 +7,9 @@ conclusions are bound from the shared vocabulary so every page counts the
 same way.
 
 Results are cached in Django's default cache (Redis) together with the
-table's data version, the highest block number among its active parts. Every
-insert raises it and merges keep it, so a cached result is served only while
+data version, from the highest block numbers among the active parts of the
+records table and of the hourly rollup. Every insert raises it and merges
+keep it, so a cached result is served only while
 the table holds exactly the rows it was computed from, and for at most
 OOT_QUERY_CACHE_SECONDS, which bounds how far the start of a time window may
 lag behind. While one request recomputes a result, concurrent requests get
@@ -62,6 +63,10 @@ def execute(name: str, **parameters: Any) -> list[dict[str, Any]]:
     """Run a saved query uncached and return its rows as dicts, or raise QueryFailed on any ClickHouse error."""
     if name in ROLLUP_QUERIES:
         _bring_rollups_up_to_date()
+    return _run(name, **parameters)
+
+
+def _run(name: str, **parameters: Any) -> list[dict[str, Any]]:
     bound = {
         "table": clickhouse.TABLE,
         "rollup": rollup.HOURLY,
@@ -106,13 +111,18 @@ def _bring_rollups_up_to_date() -> None:
 
 
 def data_version() -> int | None:
-    """Return the table's highest block number, or None when it cannot be read (then nothing is cached)."""
+    """Return the data version, or None when it cannot be read (then nothing is cached).
+
+    The version is the sum of the highest block numbers of the records table
+    and the hourly rollup, so it changes when either does: a fold changes the
+    rollup without inserting records.
+    """
     started = time.perf_counter()
     try:
         result = clickhouse.client().query(
-            "SELECT max(max_block_number) FROM system.parts"
-            " WHERE database = {database:String} AND table = {table:String} AND active",
-            parameters={"database": settings.CLICKHOUSE_DATABASE, "table": clickhouse.TABLE},
+            "SELECT sum(highest) FROM (SELECT max(max_block_number) AS highest FROM system.parts"
+            " WHERE database = {database:String} AND table IN {tables:Array(String)} AND active GROUP BY table)",
+            parameters={"database": settings.CLICKHOUSE_DATABASE, "tables": [clickhouse.TABLE, rollup.HOURLY]},
             settings=_query_settings(),
         )
     except (ClickHouseError, clickhouse.ClickHouseBusy, OSError) as error:
@@ -126,9 +136,12 @@ def data_version() -> int | None:
 def run_query(name: str, **parameters: Any) -> list[dict[str, Any]]:
     """Return a saved query's rows, from the cache when the table has not changed since they were computed."""
     max_age = settings.OOT_QUERY_CACHE_SECONDS
+    # Fold first, so that the data version below already includes the fold.
+    if name in ROLLUP_QUERIES:
+        _bring_rollups_up_to_date()
     version = data_version() if max_age > 0 else None
     if version is None:
-        return execute(name, **parameters)
+        return _run(name, **parameters)
 
     key = _cache_key(name, parameters)
     entry = _cache_call("get", key)
@@ -144,7 +157,7 @@ def run_query(name: str, **parameters: Any) -> list[dict[str, Any]]:
         _timing.add("cache_hits", 1)
         return entry["rows"]
     try:
-        rows = execute(name, **parameters)
+        rows = _run(name, **parameters)
     finally:
         if locked:
             _cache_call("delete", lock)

@@ -248,3 +248,37 @@ def test_metrics_show_the_rollup_backlog(client):
     assert "oot_rollup_queued_rows 2\n" in queued
     assert "oot_rollup_queued_rows 0\n" in folded
     assert "oot_rollup_folded_until_seconds " in folded
+
+
+def test_provision_refolds_without_dynamodb(settings, capsys):
+    rollup.catch_up()
+    insert(record("job"))
+    clickhouse.client().command(f"TRUNCATE TABLE {rollup.QUEUE}")
+    # Nothing listens on port 9: the refold must not need DynamoDB.
+    settings.DYNAMODB_ENDPOINT = "http://127.0.0.1:9"
+
+    call_command("provision", "--refold-rollups")
+
+    assert "rollups refolded" in capsys.readouterr().out
+    assert_rollup_matches_records()
+
+
+def test_cached_summary_follows_a_fold(settings):
+    from oot_views.queries import run_query
+    from replicator.runner import lock_for_fold
+
+    settings.OOT_QUERY_CACHE_SECONDS = 60
+    insert(record("job", conclusion="failure"))
+    rollup.catch_up()
+    insert(record("job", conclusion="success", revision=3))
+    # While a replication run holds the lock, a page reads the rollup unfolded and caches it.
+    with lock_for_fold() as held:
+        assert held
+        stale = run_query("oot_summary", days=1, event_type="pull_request")
+    rollup.catch_up()
+
+    fresh = run_query("oot_summary", days=1, event_type="pull_request")
+
+    assert stale[0]["failures"] == 1
+    assert fresh[0]["failures"] == 0
+    assert fresh[0]["successes"] == 1
