@@ -417,6 +417,10 @@ def test_backend_paginates_fifty_rows(client):
     html = page(client, f"/oot/{REPO}?days=7&page=2")
     assert "Page 2 of 2" in html
     assert 'href="?days=7&amp;page=1" rel="prev"' in html
+    past = page(client, f"/oot/{REPO}?days=7&page=3")
+    assert "Page 3 is past the last page" in past
+    assert "fill 2 pages" in past
+    assert 'href="?days=7&amp;page=1">Go to page 1</a>' in past
 
 
 @pytest.mark.parametrize("event", ["nightly", "periodic", "push"])
