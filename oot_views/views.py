@@ -140,7 +140,7 @@ def _not_a_pr_number(raw: str) -> FilterError:
 
 @require_safe
 def pr_page_invalid(request: HttpRequest, raw: str) -> HttpResponse:
-    """Answer /pr/<anything but digits> with a 400 that names the problem, not a bare 404."""
+    """Return a 400 that names the problem for /pr/<anything but digits>, instead of a bare 404."""
     return _bad_request_page(request, "oot/pr.html", _not_a_pr_number(raw), {"number": raw[:40]})
 
 
