@@ -33,16 +33,14 @@ INSTALLED_APPS = [
     "oot_views",
 ]
 
-# Sessions, users and messages are skipped on the callback API, which uses
-# none of them (oot_views.middleware.INGESTION_API_PATHS).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "oot_views.middleware.PageSessionMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "oot_views.middleware.PageAuthenticationMiddleware",
-    "oot_views.middleware.PageMessageMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "oot_views.middleware.ContentSecurityPolicyMiddleware",
 ]

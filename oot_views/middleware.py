@@ -1,21 +1,8 @@
-"""Middleware of this project.
-
-Every page and endpoint gets Content-Security-Policy and Server-Timing
-headers. Django's session, authentication and message middleware run for the
-pages and admin, and are skipped on the callback API.
-"""
+"""Response headers for every page and endpoint: Content-Security-Policy and Server-Timing."""
 
 import time
 
-from django.contrib.auth.middleware import AuthenticationMiddleware
-from django.contrib.messages.middleware import MessageMiddleware
-from django.contrib.sessions.middleware import SessionMiddleware
-
 from oot_views.queries import take_timing
-
-# The callback API's routes in hud/urls.py. Its views read no session, user
-# or message, so the middleware below passes these requests on untouched.
-INGESTION_API_PATHS = frozenset({"/api/oot/results", "/api/oot/callback-tokens", "/api/oot/allowlist"})
 
 # Pages use only their own scripts, styles and images, and nothing inline, so
 # an injected <script> or style="" attribute does nothing.
@@ -52,24 +39,3 @@ class ContentSecurityPolicyMiddleware:
             f'cache;desc="{hits} hits, {misses} misses"'
         )
         return response
-
-
-class SkipOnIngestionApiMixin:
-    """Run the middleware on every request except those to INGESTION_API_PATHS, which pass on untouched."""
-
-    def __call__(self, request):
-        if request.path_info in INGESTION_API_PATHS:
-            return self.get_response(request)
-        return super().__call__(request)
-
-
-class PageSessionMiddleware(SkipOnIngestionApiMixin, SessionMiddleware):
-    """Django's SessionMiddleware for pages and admin."""
-
-
-class PageAuthenticationMiddleware(SkipOnIngestionApiMixin, AuthenticationMiddleware):
-    """Django's AuthenticationMiddleware for pages and admin."""
-
-
-class PageMessageMiddleware(SkipOnIngestionApiMixin, MessageMiddleware):
-    """Django's MessageMiddleware for pages and admin."""
