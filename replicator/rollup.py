@@ -11,26 +11,27 @@ on a million rows. Two tables hold it instead (see rollup_schema.sql):
   whose newest completion falls in that hour.
 
 A materialized view queues the group of every row inserted into the records
-table, by any writer. `catch_up` folds the queued groups: it recomputes
-each group from the records table (FINAL, so deletions and newer versions are
-honoured) and then every hour that the group left or entered. Each fold writes
-with a version taken from ClickHouse's clock when it starts, so when two folds
-overlap, the one that read the records later wins. A fold is idempotent, so a
-fold interrupted part way leaves the queue unfolded and the next one redoes it.
+table, by any writer. `catch_up` folds the queued groups. It recomputes each
+group from the newest version of each of its records, as FINAL would, so
+deletions and newer versions count. Then it recomputes every hour that the
+group left or entered. Each fold writes with a version taken from
+ClickHouse's clock when it starts, so when two folds overlap, the one that
+read the records later wins. A fold is idempotent: one interrupted part way
+leaves the queue unfolded, and the next one redoes it.
 
 A record's backend and event type never change (the relay sends them with
 the job, and the records table's sorting key starts with the backend), so a
 new version of a record touches only the group it was in.
 
-The replicator folds after every run; readers call `ensure_current` first,
+The replicator folds after every run. Readers call `ensure_current` first,
 which folds only when something is queued (a row written by another writer,
-say), so a page never shows a rollup behind the records it could read.
+say). So a page never shows a rollup behind the records it could read.
 
 NOTE: a writer that inserts into the records table without the replicator's
-lock, while a fold runs, can have its rows stamped before the fold's mark yet
-visible only after the fold read the queue; those groups stay unfolded until
-a later change touches them or the rollups are rebuilt (`manage.py
-provision --refold-rollups`). The service's own writers all hold the lock.
+lock, while a fold runs, can have its rows stamped before the fold's mark
+but visible only after the fold read the queue. Those groups stay unfolded
+until a later change touches them or the rollups are rebuilt (`manage.py
+provision --refold-rollups`). The service's own writers all take the lock.
 """
 
 import logging
@@ -59,6 +60,9 @@ LATENCY_BOUNDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 WHOLE_SCOPE_GROUPS = 2000
 # The queue keeps two days (its TTL). A mark older than this refolds everything instead.
 QUEUE_KEEPS = timedelta(hours=36)
+# A fold with nothing queued moves the mark only when it is older than this, so that an idle
+# replicator does not insert a row into oot_rollup_state every second.
+MARK_REFRESH = timedelta(hours=1)
 
 # The records' columns that a fold reads.
 RECORD_COLUMNS = (
@@ -204,6 +208,9 @@ def catch_up(whole: bool = False) -> FoldStats:
     stats.scopes = len(scopes)
     stats.whole_scopes = len(whole_scopes)
     stats.groups = len(groups)
+    if not scopes and folded_until is not None and fold_moment - folded_until < MARK_REFRESH:
+        stats.seconds = time.perf_counter() - started
+        return stats
     _command(
         "INSERT INTO {database:Identifier}.oot_rollup_state (name, folded_until, _version)"
         " VALUES ({name:String}, {until:DateTime64(9, 'UTC')}, {version:UInt64})",

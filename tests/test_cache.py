@@ -44,7 +44,7 @@ def test_incr_or_add_keeps_the_first_expiry(cache):
     assert 0 < redis_client().ttl(cache.make_and_validate_key("window")) <= 10
 
 
-def test_incr_or_add_counts_a_key_made_by_add(cache):
+def test_incr_or_add_after_add(cache):
     cache.add("window", 1, 60)
 
     assert cache.incr_or_add("window", 65) == 2

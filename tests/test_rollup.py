@@ -82,8 +82,8 @@ def test_fold_places_each_group_at_its_latest_attempt():
 
 
 def test_deleted_record_leaves_the_rollup():
-    kept, removed = record("kept"), record("removed", conclusion="failure")
-    insert(kept, removed)
+    remaining, removed = record("remaining"), record("removed", conclusion="failure")
+    insert(remaining, removed)
     rollup.catch_up()
     insert(removed, deleted=True)
     rollup.catch_up()
@@ -178,7 +178,7 @@ def test_failed_fold_is_redone_by_the_next():
     assert_rollup_matches_records()
 
 
-def test_fold_with_an_older_version_loses_to_a_newer_one():
+def test_older_fold_loses_to_newer():
     insert(record("job", conclusion="failure"))
     rollup.catch_up()
     insert(record("job", conclusion="success", revision=3))
@@ -196,7 +196,7 @@ def test_fold_with_an_older_version_loses_to_a_newer_one():
 def test_stale_mark_refolds_everything():
     insert(record("job"))
     rollup.catch_up()
-    # A row the queue no longer holds (older than its TTL) is found by a whole refold.
+    # A row no longer in the queue (older than its TTL) is found by a whole refold.
     insert(record("other", conclusion="failure"))
     client = clickhouse.client()
     client.command(f"TRUNCATE TABLE {rollup.QUEUE}")
@@ -282,3 +282,17 @@ def test_cached_summary_follows_a_fold(settings):
     assert stale[0]["failures"] == 1
     assert fresh[0]["failures"] == 0
     assert fresh[0]["successes"] == 1
+
+
+def test_idle_fold_keeps_the_mark():
+    insert(record("job"))
+    rollup.catch_up()
+    client = clickhouse.client()
+    marks = f"SELECT count() FROM {rollup.STATE}"
+    before = client.query(marks).result_rows[0][0]
+
+    stats = rollup.catch_up()
+
+    assert stats.scopes == 0
+    assert client.query(marks).result_rows[0][0] == before, "an idle fold must not write a new mark"
+    assert rollup.is_current()

@@ -4,9 +4,10 @@
 --
 -- The page is chosen first from a few light columns under FINAL, then the full records are read
 -- only for the page's deliveries. That second read takes every version of those records without
--- FINAL (every version of a record has the same backend and delivery id) and keeps the newest per
--- key, as FINAL would: the highest _version, the latest insert among equals, none if deleted.
--- Filters on columns a new version may change apply only after that. page_rows is a scalar
+-- FINAL, since every version of a record has the same backend and delivery id. It keeps the
+-- newest per key, as FINAL would: the highest _version, and the latest insert among equals. A key
+-- whose newest is a deletion is dropped. Filters on columns a new version may change apply only
+-- after that. page_rows is a scalar
 -- subquery, which ClickHouse evaluates once.
 -- PREWHERE filters only on event_type and updated_at, for the reasons given in oot_summary.
 WITH

@@ -4,8 +4,8 @@
 -- The PR's rows are found without FINAL, through the pr_number bloom filter: FINAL would read the
 -- whole sorting-key range around each of the PR's deliveries, which are spread over the table.
 -- Every version of a record has the same PR and upstream repository, so the query takes all
--- versions of the PR's records and keeps the newest per key, as FINAL would: the highest
--- _version, the latest insert among equals, none if that version is a deletion.
+-- versions of the PR's records and keeps the newest per key, as FINAL would. The newest is the
+-- highest _version, and the latest insert among equals. A key whose newest is a deletion is dropped.
 SELECT * EXCEPT (_is_deleted)
 FROM
 (

@@ -40,7 +40,9 @@ class Command(BaseCommand):
             clickhouse.ensure_schema()
             with lock_for_fold(timeout_seconds=3600) as held:
                 if not held:
-                    raise CommandError("a replication run holds the replicator lock; try again in a moment")
+                    raise CommandError(
+                        "the replicator lock is taken by a replication run; run the command again in a minute"
+                    )
                 stats = rollup.catch_up(whole=True)
         except clickhouse.ClickHouseBusy as error:
             raise CommandError(str(error)) from None
