@@ -35,14 +35,16 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "oot_views.middleware.ContentSecurityPolicyMiddleware",
+    # Answers POST /api/oot/results itself: the middleware below serves only pages and admin.
+    "oot_ingest.middleware.CallbackApiMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "oot_views.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "hud.urls"

@@ -7,7 +7,9 @@ import threading
 import time
 
 import pytest
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import connection
+from django.middleware.csrf import CsrfViewMiddleware
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from redis.connection import AbstractConnection
@@ -545,3 +547,33 @@ def test_callback_response_sets_no_cookie(client):
     assert response.status_code == 200
     assert not response.cookies
     assert "Cookie" not in response.get("Vary", "")
+
+
+def test_callback_response_gives_its_length(client):
+    response = post_callback(client, callback_body())
+
+    assert response.status_code == 200
+    assert int(response["Content-Length"]) == len(response.content)
+
+
+def test_callback_api_skips_the_page_middleware(client, monkeypatch):
+    """Sessions, CSRF and the rest of the page middleware never run for a callback."""
+
+    def refuse(self, request):
+        raise AssertionError("page middleware ran")
+
+    monkeypatch.setattr(SessionMiddleware, "process_request", refuse)
+    monkeypatch.setattr(CsrfViewMiddleware, "process_request", refuse)
+
+    assert post_callback(client, callback_body()).status_code == 200
+    assert stored_item(KEY) is not None
+    with pytest.raises(AssertionError, match="page middleware ran"):
+        client.get("/oot")
+
+
+def test_callback_with_a_host_not_allowed_is_400(client):
+    response = post_callback(client, callback_body(), HTTP_HOST="attacker.example")
+
+    assert response.status_code == 400
+    assert stored_item(KEY) is None
+
