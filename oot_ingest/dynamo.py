@@ -15,6 +15,7 @@ attributes `running_pr` ("<upstream_repo>#<pr_number>") and `running_backend`
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -99,8 +100,21 @@ def client():
     """Return this thread's low-level DynamoDB client (the write path uses typed attribute values)."""
     if getattr(_local, "client_key", None) != _cache_key():
         _local.client = boto3.client("dynamodb", **_client_options())
+        _local.client.meta.events.register("before-send.dynamodb.UpdateItem", _run_before_send)
         _local.client_key = _cache_key()
     return _local.client
+
+
+def _run_before_send(**_kwargs) -> None:
+    """Run the pending `before_send` of write_record once, when the request is signed and about to go.
+
+    botocore passes on an exception raised here to the caller of update_item
+    without retrying it, and sends nothing.
+    """
+    hook = getattr(_local, "before_send", None)
+    if hook is not None:
+        _local.before_send = None
+        hook()
 
 
 def table():
@@ -255,18 +269,24 @@ def _running_pr(record: dict) -> str:
     return f"{record['upstream_repo']}#{record['pr_number']}"
 
 
-def write_record(record: dict, *, sweep: bool = False) -> WriteResult:
+def write_record(record: dict, *, sweep: bool = False, before_send: Callable[[], None] | None = None) -> WriteResult:
     """Upsert one callback's record with a conditional UpdateItem.
 
     Raises DynamoUnavailable when DynamoDB cannot take the write (throttling,
     an unreachable endpoint, a server error) and RecordRejected when DynamoDB
     refuses the record itself. `sweep` marks a completion made by the service
     itself for an orphaned job: it applies only while the record is still
-    in_progress.
+    in_progress. `before_send` runs once, after the request is built and
+    signed and before it is sent. An exception it raises reaches the caller
+    unchanged, and nothing is written.
     """
-    if record["status"] == STATUS_IN_PROGRESS:
-        return _write_in_progress(record)
-    return _write_completed(record, sweep=sweep)
+    _local.before_send = before_send
+    try:
+        if record["status"] == STATUS_IN_PROGRESS:
+            return _write_in_progress(record)
+        return _write_completed(record, sweep=sweep)
+    finally:
+        _local.before_send = None
 
 
 def _record_update(record: dict) -> tuple[_Update, list[str]]:

@@ -184,62 +184,101 @@ def consume_rate_limit(request: HttpRequest, repo: str) -> RateDecision:
     When Redis is unreachable the callback is admitted (fail open): the relay
     limits its own traffic, and losing results is worse than a burst.
     """
-    limit = rate_limit_for(repo)
-    try:
-        usage = _count_in_window(request, repo, limit)
-    except RedisError as error:
-        _note_unavailable(repo, str(error))
-        return RateDecision(limit, checked=False)
-
-    if usage is None:
-        # RATELIMIT_ENABLE is False. manage.py reports it as oot_ingest.E001,
-        # but gunicorn runs no system checks, so the log says it here too.
-        _log_disabled_once()
-        return RateDecision(limit, checked=False)
-    if usage["limit"] == 0:
-        # get_usage returns limit 0 when it could not read or write a counter,
-        # because the cache failed or the key expired between its add and incr.
-        # Limits here are at least 1, so limit 0 always means one of these.
-        _note_unavailable(repo, "the rate-limit counter could not be read or written")
-        return RateDecision(limit, checked=False)
-    if usage["should_limit"]:
-        return RateDecision(limit, limited=True, retry_after=max(1, usage["time_left"]))
-    return RateDecision(limit)
+    return start_rate_limit(request, repo).decision()
 
 
-def _count_in_window(request: HttpRequest, repo: str, limit: int) -> dict | None:
-    """Add one to the repository's counter and return django-ratelimit's usage dict, or None when it is disabled.
+def start_rate_limit(request: HttpRequest, repo: str) -> "PendingRateLimit":
+    """Count one callback as `consume_rate_limit` does, but leave reading Redis's reply to `decision()`.
 
-    With a cache that has `incr_or_add` (hud.cache.OneTripIncrRedisCache)
-    the count costs one Redis round trip. The counter key and the window
-    still come from django-ratelimit's own helpers, so the counter is the one
-    its `get_usage` reads and writes. Any other cache goes through
-    `get_usage`, which spends two calls (`add`, then `incr`).
+    The count is sent at once, so it is the same whatever the caller does
+    next. The caller can prepare its write while Redis counts, and must call
+    `decision()` before writing, or `discard()` when it writes nothing.
     """
+    limit = rate_limit_for(repo)
     if not getattr(settings, "RATELIMIT_ENABLE", True):
-        return None
+        return PendingRateLimit(repo, limit, usage=None)
     cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
     rate = (limit, RATE_LIMIT_PERIOD_SECONDS)
-    if not hasattr(cache, "incr_or_add"):
-        return ratelimit_core.get_usage(
-            request, group=RATE_LIMIT_GROUP, key=lambda _group, _request: repo.lower(), rate=rate, increment=True
-        )
+    try:
+        if not hasattr(cache, "start_incr_or_add"):
+            usage = ratelimit_core.get_usage(
+                request, group=RATE_LIMIT_GROUP, key=lambda _group, _request: repo.lower(), rate=rate, increment=True
+            )
+            return PendingRateLimit(repo, limit, usage=usage)
+        value = repo.lower()
+        # NOTE: _get_window and _make_cache_key are django-ratelimit 4.1's
+        # private helpers. tests/test_policy_enforcement.py checks that
+        # get_usage reads the counters written here, so a release that
+        # changes them fails there.
+        window_end = ratelimit_core._get_window(value, RATE_LIMIT_PERIOD_SECONDS)
+        cache_key = ratelimit_core._make_cache_key(RATE_LIMIT_GROUP, window_end, rate, value, ALL)
+        pending = cache.start_incr_or_add(cache_key, RATE_LIMIT_PERIOD_SECONDS + ratelimit_core.EXPIRATION_FUDGE)
+    except RedisError as error:
+        return PendingRateLimit(repo, limit, failure=str(error))
+    return PendingRateLimit(repo, limit, pending=pending, window_end=window_end)
 
-    value = repo.lower()
-    # NOTE: _get_window and _make_cache_key are django-ratelimit 4.1's private
-    # helpers. tests/test_policy_enforcement.py checks that get_usage reads
-    # the counters written here, so a release that changes them fails there.
-    window_end = ratelimit_core._get_window(value, RATE_LIMIT_PERIOD_SECONDS)
-    cache_key = ratelimit_core._make_cache_key(RATE_LIMIT_GROUP, window_end, rate, value, ALL)
-    count = cache.incr_or_add(cache_key, RATE_LIMIT_PERIOD_SECONDS + ratelimit_core.EXPIRATION_FUDGE)
-    # time_left reads django-ratelimit's clock, as get_usage does, so that it
-    # agrees with the window computed above.
-    return {
-        "count": count,
-        "limit": limit,
-        "should_limit": count > limit,
-        "time_left": window_end - int(ratelimit_core.time.time()),
-    }
+
+class PendingRateLimit:
+    """One callback counted against its repository's budget; `decision()` reads the outcome once."""
+
+    def __init__(self, repo: str, limit: int, *, usage=False, pending=None, window_end: int = 0, failure: str = ""):
+        self.repo = repo
+        self.limit = limit
+        self._usage = usage  # django-ratelimit's usage dict, None when disabled, False while unknown
+        self._pending = pending
+        self._window_end = window_end
+        self._failure = failure
+        self._decision: RateDecision | None = None
+
+    def decision(self) -> RateDecision:
+        if self._decision is None:
+            self._decision = self._decide()
+        return self._decision
+
+    def discard(self) -> None:
+        """Drop Redis's reply unread, when the callback is rejected for another reason; the count stays."""
+        if self._pending is not None and self._decision is None:
+            self._pending.discard()
+            self._pending = None
+
+    def _read_usage(self) -> dict | None:
+        if self._pending is None:
+            return self._usage
+        count = self._pending.result()
+        self._pending = None
+        # time_left reads django-ratelimit's clock, as get_usage does, so that
+        # it agrees with the window the key was made for.
+        return {
+            "count": count,
+            "limit": self.limit,
+            "should_limit": count > self.limit,
+            "time_left": self._window_end - int(ratelimit_core.time.time()),
+        }
+
+    def _decide(self) -> RateDecision:
+        limit = self.limit
+        if self._failure:
+            _note_unavailable(self.repo, self._failure)
+            return RateDecision(limit, checked=False)
+        try:
+            usage = self._read_usage()
+        except RedisError as error:
+            _note_unavailable(self.repo, str(error))
+            return RateDecision(limit, checked=False)
+        if usage is None:
+            # RATELIMIT_ENABLE is False. manage.py reports it as oot_ingest.E001,
+            # but the web server runs no system checks, so it is logged here too.
+            _log_disabled_once()
+            return RateDecision(limit, checked=False)
+        if usage["limit"] == 0:
+            # get_usage returns limit 0 when it could not read or write a counter,
+            # because the cache failed or the key expired between its add and incr.
+            # Limits here are at least 1, so limit 0 always means one of these.
+            _note_unavailable(self.repo, "the rate-limit counter could not be read or written")
+            return RateDecision(limit, checked=False)
+        if usage["should_limit"]:
+            return RateDecision(limit, limited=True, retry_after=max(1, usage["time_left"]))
+        return RateDecision(limit)
 
 
 _disabled_logged = False

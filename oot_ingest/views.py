@@ -12,7 +12,7 @@ from django.utils.http import parse_etags
 from django.views.decorators.csrf import csrf_exempt
 
 from oot_ingest import counters, oidc, policy, provenance
-from oot_ingest.dynamo import DynamoUnavailable, RecordRejected, now_iso, write_record
+from oot_ingest.dynamo import DynamoUnavailable, RecordRejected, WriteResult, now_iso, write_record
 from oot_ingest.models import RejectedRequest
 from oot_ingest.payload import (
     Callback,
@@ -146,8 +146,8 @@ def _check_content_type(request: HttpRequest) -> None:
             raise Rejection(400, f"charset must be utf-8, got {value.strip()[:40]!r}")
 
 
-def _check_rate_limit(request: HttpRequest, repo: str, delivery_id: str) -> None:
-    decision = policy.consume_rate_limit(request, repo)
+def _check_rate_limit(rate: policy.PendingRateLimit, repo: str, delivery_id: str) -> None:
+    decision = rate.decision()
     if decision.limited:
         raise Rejection(
             429,
@@ -197,26 +197,18 @@ def _accept(request: HttpRequest) -> JsonResponse:
     if identity is not None:
         _pin_repository_id(identity, delivery_id)
     check = _check_provenance(callback)
-    _check_rate_limit(request, repo, delivery_id)
-    _reserve_transition(check, callback)
-
-    written = False
+    # The callback is counted now, and Redis's reply is read just before the
+    # write leaves for DynamoDB: the Redis round trip overlaps preparing and
+    # signing the request, and a callback over its limit still writes nothing.
+    rate = policy.start_rate_limit(request, repo)
     try:
-        result = write_record(callback.record)
-        written = True
-    except DynamoUnavailable as error:
-        raise Rejection(
-            503,
-            f"DynamoDB is unavailable ({error}); retry later",
-            repo,
-            delivery_id,
-            retry_after=DYNAMODB_RETRY_AFTER_SECONDS,
-        ) from None
-    except RecordRejected as error:
-        raise Rejection(400, f"DynamoDB rejected the record: {error}", repo, delivery_id) from None
+        if check.mode == provenance.MODE_ENFORCE:
+            # A reservation is made only for a callback within its limit.
+            _check_rate_limit(rate, repo, delivery_id)
+        _reserve_transition(check, callback)
+        result = _write(callback, check, lambda: _check_rate_limit(rate, repo, delivery_id))
     finally:
-        # Releases the reservation when nothing was written, so a retry can pass.
-        provenance.finish_transition(check, written=written)
+        rate.discard()
 
     counters.record_callback(f"callbacks_{result.outcome}", repo, now_iso())
     if callback.unknown_schema_version is not None:
@@ -230,6 +222,32 @@ def _accept(request: HttpRequest) -> JsonResponse:
         result.status,
     )
     return JsonResponse({"ok": True, "status": result.status, "dynamoKey": callback.key})
+
+
+def _write(callback: Callback, check: provenance.ProvenanceCheck, before_send) -> WriteResult:
+    """Write the record; `before_send` runs once, just before the request is sent, and may reject it by raising."""
+    repo, delivery_id = callback.repo, callback.delivery_id
+    written = False
+    try:
+        result = write_record(callback.record, before_send=before_send)
+        written = True
+    except DynamoUnavailable as error:
+        # A rejection by before_send (429) outranks DynamoDB's 503, also when
+        # the write failed before reaching the point where it runs.
+        before_send()
+        raise Rejection(
+            503,
+            f"DynamoDB is unavailable ({error}); retry later",
+            repo,
+            delivery_id,
+            retry_after=DYNAMODB_RETRY_AFTER_SECONDS,
+        ) from None
+    except RecordRejected as error:
+        raise Rejection(400, f"DynamoDB rejected the record: {error}", repo, delivery_id) from None
+    finally:
+        # Releases the reservation when nothing was written, so a retry can pass.
+        provenance.finish_transition(check, written=written)
+    return result
 
 
 def _check_relay_token(request: HttpRequest) -> None:

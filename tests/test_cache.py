@@ -1,9 +1,16 @@
-"""The Redis cache's one-round-trip incr keeps Django's contract, and incr_or_add counts in a window."""
+"""The Redis cache's one-round-trip incr keeps Django's contract, and incr_or_add counts in a window.
+
+start_incr_or_add sends the same count and leaves its reply to be read later.
+"""
+
+import time
 
 import pytest
 from django.core.cache import caches
+from redis.exceptions import RedisError
 
 from oot_ingest.counters import redis_client
+from tests.services import free_port
 
 
 @pytest.fixture
@@ -55,3 +62,69 @@ def test_incr_or_add_rejects_timeout_below_one_second(cache):
     with pytest.raises(ValueError, match="at least 1 second"):
         cache.incr_or_add("window", 0)
     assert cache.get("window") is None
+
+
+# start_incr_or_add: the count is sent at once and its reply read later
+
+
+def in_use(cache) -> int:
+    """Connections of the cache's pool that are checked out."""
+    pool = cache._cache.get_client(write=True).connection_pool
+    return len(pool._in_use_connections)
+
+
+def test_started_count_reads_like_incr_or_add(cache):
+    first = cache.start_incr_or_add("window", 65)
+    second = cache.start_incr_or_add("window", 65)
+
+    assert (first.result(), second.result()) == (1, 2)
+    assert 60 < redis_client().ttl(cache.make_and_validate_key("window")) <= 65
+    assert in_use(cache) == 0
+
+
+def test_started_count_is_counted_when_sent(cache):
+    pending = cache.start_incr_or_add("window", 65)
+    deadline = time.monotonic() + 5
+    while cache.get("window") != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    assert cache.get("window") == 1, "Redis counts before anyone reads the reply"
+    assert pending.result() == 1
+
+
+def test_discarded_count_still_counts_and_frees_its_connection(cache):
+    cache.start_incr_or_add("window", 65).discard()
+
+    assert in_use(cache) == 0
+    assert cache.incr_or_add("window", 65) == 2, "the connection given back holds no unread reply"
+
+
+def test_started_count_after_redis_forgot_the_script(cache):
+    assert cache.incr_or_add("window", 65) == 1
+    redis_client().script_flush()
+
+    assert cache.start_incr_or_add("window", 65).result() == 2
+    assert cache.start_incr_or_add("window", 65).result() == 3
+
+
+def test_started_count_after_redis_dropped_the_connection(cache):
+    assert cache.incr_or_add("window", 65) == 1
+    redis_client().client_kill_filter(_type="normal", skipme=True)
+
+    assert cache.start_incr_or_add("window", 65).result() == 2
+    assert in_use(cache) == 0
+
+
+def test_started_count_rejects_timeout_below_one_second(cache):
+    with pytest.raises(ValueError, match="at least 1 second"):
+        cache.start_incr_or_add("window", 0)
+    assert in_use(cache) == 0
+
+
+def test_started_count_with_redis_down_raises_redis_error(settings):
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"},
+    }
+    with pytest.raises(RedisError):
+        caches["default"].start_incr_or_add("window", 65)

@@ -14,8 +14,10 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from redis.connection import AbstractConnection
 
+from hud.cache import PendingCount
 from oot_ingest import counters, dynamo, views
 from oot_ingest.models import RateLimit, RejectedRequest, RelayToken
+from oot_ingest.payload import build_record, decode_body
 from tests.conftest import RESULTS_URL, TOKEN, callback_body, post_callback, stored_item
 from tests.services import free_port
 
@@ -577,3 +579,58 @@ def test_callback_with_a_host_not_allowed_is_400(client):
     assert response.status_code == 400
     assert stored_item(KEY) is None
 
+
+# The write's before_send hook: the rate limit's answer is read there
+
+
+def built_record() -> dict:
+    return build_record(decode_body(json.dumps(callback_body("in_progress")).encode())).record
+
+
+def test_write_runs_before_send_once_before_the_request(stores):
+    calls = []
+
+    def before_send():
+        calls.append(stored_item(KEY))
+
+    dynamo.write_record(built_record(), before_send=before_send)
+
+    assert calls == [None], "ran once, before the item existed"
+    assert stored_item(KEY)["status"] == "in_progress"
+
+
+def test_write_refused_by_before_send_writes_nothing(stores):
+    class Refused(Exception):
+        pass
+
+    calls = []
+
+    def before_send():
+        calls.append(1)
+        raise Refused
+
+    with pytest.raises(Refused):
+        dynamo.write_record(built_record(), before_send=before_send)
+
+    assert calls == [1], "botocore did not retry the refusal"
+    assert stored_item(KEY) is None
+    dynamo.write_record(built_record())
+    assert stored_item(KEY)["revision"] == 1, "the hook does not outlive its write"
+
+
+def test_over_rate_limit_with_redis_answer_late_writes_nothing(client, monkeypatch):
+    """The limit holds when Redis answers only after the request to DynamoDB is ready."""
+    RateLimit.objects.create(repository="acme-ai/torch-npu", per_minute=1)
+    assert post_callback(client, callback_body(check_run_id="1")).status_code == 200
+    result = PendingCount.result
+
+    def slow_result(self):
+        time.sleep(0.05)
+        return result(self)
+
+    monkeypatch.setattr(PendingCount, "result", slow_result)
+
+    response = post_callback(client, callback_body(check_run_id="2"))
+
+    assert response.status_code == 429
+    assert stored_item(KEY.replace("98765432100", "2")) is None
