@@ -20,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 _processes: list[subprocess.Popen] = []
+_dynamodb_processes: dict[str, subprocess.Popen] = {}
 
 
 def free_port() -> int:
@@ -87,7 +88,19 @@ def start_dynamodb_local() -> str:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _processes.append(process)
     _wait(lambda: _dynamodb_answers(port), "DynamoDB Local")
-    return f"http://127.0.0.1:{port}"
+    endpoint = f"http://127.0.0.1:{port}"
+    _dynamodb_processes[endpoint] = process
+    return endpoint
+
+
+def stop_dynamodb_local(endpoint: str) -> None:
+    """Stop a DynamoDB Local that start_dynamodb_local started."""
+    process = _dynamodb_processes.pop(endpoint)
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def start_redis(directory: Path) -> str:
