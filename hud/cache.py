@@ -96,6 +96,8 @@ class PendingCount:
             self._release(broken=False)
             return self._script(keys=[self._key], args=[self._timeout], client=self._client)
         except (RedisConnectionError, RedisTimeoutError):
+            # NOTE: if Redis ran the script and only the reply was lost, this
+            # counts the event twice, as redis-py's own retry would.
             self._release(broken=True)
             return self._script(keys=[self._key], args=[self._timeout], client=self._client)
         except BaseException:
