@@ -500,6 +500,31 @@ def test_backend_rejects_invalid_page(client):
 # --- /pr/<number> -------------------------------------------------------
 
 
+def test_pr_jobs_carry_times_counts_and_failed_tests(client):
+    failures = '[{"name": "test_add", "classname": "TestOps", "message": "mismatch"}]'
+    insert(
+        record(
+            "test",
+            conclusion="failure",
+            queue_time=Decimal("42.5"),
+            execution_time=Decimal(600),
+            total_tests=Decimal(10),
+            passed_tests=Decimal(8),
+            failed_tests=Decimal(1),
+            skipped_tests=Decimal(1),
+            failed_tests_json=failures,
+            failed_tests_entries_cut=Decimal(3),
+        )
+    )
+
+    (job,) = client.get("/api/oot/pr/4242").json()["jobs"]
+
+    assert (job["queue_seconds"], job["execution_seconds"]) == (42.5, 600.0)
+    assert (job["tests_total"], job["tests_failed"], job["tests_skipped"]) == (10, 1, 1)
+    assert [test["name"] for test in job["failed_tests"]] == ["test_add"]
+    assert job["failed_tests_hidden"] == 3
+
+
 def test_pr_section_summary_and_rows(client):
     insert(record("build"), record("test", conclusion="failure"), record("lint", repo="initech/rocm-ci"))
     put_running("docs")

@@ -27,9 +27,14 @@ FROM
         started_at,
         completed_at,
         duration_seconds,
+        queue_time,
+        execution_time,
         total_tests,
         passed_tests,
         failed_tests,
+        skipped_tests,
+        failed_tests_json,
+        failed_tests_entries_cut,
         swept,
         _is_deleted
     FROM {table:Identifier}
