@@ -57,8 +57,8 @@ class PendingCount:
     """An `incr_or_add` sent to Redis whose reply is read later, by `result`.
 
     The caller can do other work while Redis runs the script. It must call `result`
-    or `discard` exactly once: until then the pending count holds one
-    connection of the pool.
+    or `discard` exactly once: until then the pending count keeps one
+    connection of the pool checked out.
     """
 
     def __init__(self, client, script, key, timeout: int):
@@ -107,7 +107,10 @@ class PendingCount:
         return count
 
     def discard(self) -> None:
-        """Read and drop the reply, when nothing needs the count; never raises for a Redis failure."""
+        """Read and drop the reply when nothing needs the count.
+
+        A Redis failure is not raised: the connection is closed instead.
+        """
         if self._connection is None:
             return
         try:

@@ -37,7 +37,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "oot_views.middleware.ContentSecurityPolicyMiddleware",
-    # Answers POST /api/oot/results itself: the middleware below serves only pages and admin.
+    # Serves POST /api/oot/results itself, because the middleware below is needed only by pages and admin.
     "oot_ingest.middleware.CallbackApiMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -561,11 +561,11 @@ def test_callback_response_gives_its_length(client):
 def test_callback_api_skips_the_page_middleware(client, monkeypatch):
     """Sessions, CSRF and the rest of the page middleware never run for a callback."""
 
-    def refuse(self, request):
+    def fail(self, request):
         raise AssertionError("page middleware ran")
 
-    monkeypatch.setattr(SessionMiddleware, "process_request", refuse)
-    monkeypatch.setattr(CsrfViewMiddleware, "process_request", refuse)
+    monkeypatch.setattr(SessionMiddleware, "process_request", fail)
+    monkeypatch.setattr(CsrfViewMiddleware, "process_request", fail)
 
     assert post_callback(client, callback_body()).status_code == 200
     assert stored_item(KEY) is not None
@@ -573,21 +573,21 @@ def test_callback_api_skips_the_page_middleware(client, monkeypatch):
         client.get("/oot")
 
 
-def test_callback_with_a_host_not_allowed_is_400(client):
+def test_disallowed_host_is_400(client):
     response = post_callback(client, callback_body(), HTTP_HOST="attacker.example")
 
     assert response.status_code == 400
     assert stored_item(KEY) is None
 
 
-# The write's before_send hook: the rate limit's answer is read there
+# The write's before_send hook, where the rate limit's reply is read
 
 
 def built_record() -> dict:
     return build_record(decode_body(json.dumps(callback_body("in_progress")).encode())).record
 
 
-def test_write_runs_before_send_once_before_the_request(stores):
+def test_before_send_runs_once_first(stores):
     calls = []
 
     def before_send():
@@ -599,17 +599,17 @@ def test_write_runs_before_send_once_before_the_request(stores):
     assert stored_item(KEY)["status"] == "in_progress"
 
 
-def test_write_refused_by_before_send_writes_nothing(stores):
-    class Refused(Exception):
+def test_before_send_raise_writes_nothing(stores):
+    class Rejected(Exception):
         pass
 
     calls = []
 
     def before_send():
         calls.append(1)
-        raise Refused
+        raise Rejected
 
-    with pytest.raises(Refused):
+    with pytest.raises(Rejected):
         dynamo.write_record(built_record(), before_send=before_send)
 
     assert calls == [1], "botocore did not retry the refusal"
@@ -618,8 +618,8 @@ def test_write_refused_by_before_send_writes_nothing(stores):
     assert stored_item(KEY)["revision"] == 1, "the hook does not outlive its write"
 
 
-def test_over_rate_limit_with_redis_answer_late_writes_nothing(client, monkeypatch):
-    """The limit holds when Redis answers only after the request to DynamoDB is ready."""
+def test_late_redis_reply_still_limits(client, monkeypatch):
+    """A callback over its limit writes nothing when Redis replies after the DynamoDB request is ready."""
     RateLimit.objects.create(repository="acme-ai/torch-npu", per_minute=1)
     assert post_callback(client, callback_body(check_run_id="1")).status_code == 200
     result = PendingCount.result

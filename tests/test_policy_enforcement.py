@@ -142,9 +142,8 @@ def test_untrusted_repository_fields_ignored(client, policy_world, delivery_id):
 # Rate limits
 
 
-def test_forty_job_matrix_within_limit(policy_world, clock, default_limit, monkeypatch, delivery_id):
-    repo = policy_world.l2.repository
-    clock.now = window_start(repo)
+def send_concurrently(repo: str, count: int, delivery_id: str, monkeypatch) -> list[int]:
+    """Post `count` jobs of `repo` from 8 threads at once; return their statuses in job order."""
     # Keep the policy snapshot loaded here, so worker threads never query the test database.
     monkeypatch.setattr(policy, "POLICY_CACHE_SECONDS", 3600.0)
     policy.current_policy()
@@ -153,7 +152,13 @@ def test_forty_job_matrix_within_limit(policy_world, clock, default_limit, monke
         return post_callback(Client(), job_body(repo, index, delivery_id)).status_code
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = list(pool.map(send, range(40)))
+        return list(pool.map(send, range(count)))
+
+
+def test_forty_job_matrix_within_limit(policy_world, clock, default_limit, monkeypatch, delivery_id):
+    repo = policy_world.l2.repository
+    clock.now = window_start(repo)
+    statuses = send_concurrently(repo, 40, delivery_id, monkeypatch)
 
     assert statuses == [200] * 40
     assert all(stored_item(job_key(repo, index, delivery_id)) for index in range(40))
@@ -355,15 +360,7 @@ def test_concurrent_callbacks_admit_exactly_limit(policy_world, clock, settings,
     settings.OOT_DEFAULT_RATE_LIMIT = 10
     repo = policy_world.l2.repository
     clock.now = window_start(repo)
-    # Keep the policy snapshot loaded here, so worker threads never query the test database.
-    monkeypatch.setattr(policy, "POLICY_CACHE_SECONDS", 3600.0)
-    policy.current_policy()
-
-    def send(index: int) -> int:
-        return post_callback(Client(), job_body(repo, index, delivery_id)).status_code
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = list(pool.map(send, range(24)))
+    statuses = send_concurrently(repo, 24, delivery_id, monkeypatch)
 
     assert statuses.count(200) == 10
     assert statuses.count(429) == 14
