@@ -4,9 +4,16 @@
 engine, `http(s)://...` a server. chdb lets one process own a data directory,
 so in embedded mode only the serving process (or the test process) may call
 `client()`; any other process gets `ClickHouseBusy` with a message saying so.
+
+Clients belong to the process, not to a thread. Each call takes an idle one
+from a pool and puts it back when it returns, so a thread may end at any time
+without taking a client with it. The web server ends request threads that sit
+idle. When such a thread took a chdb handle with it, the server stopped
+responding until its worker process was restarted.
 """
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -18,8 +25,6 @@ logger = logging.getLogger(__name__)
 
 TABLE = "oot_workflow_job"
 SCHEMA_PATH = Path(__file__).with_name("schema.sql")
-
-_local = threading.local()
 
 
 class ClickHouseBusy(RuntimeError):
@@ -34,24 +39,18 @@ def _chdb_path() -> str:
     return settings.CLICKHOUSE_URL.removeprefix("chdb://")
 
 
-def client():
-    """Return this thread's ClickHouse client, opening it on first use."""
-    cached = getattr(_local, "client", None)
-    if cached is not None and getattr(_local, "url", None) == settings.CLICKHOUSE_URL:
-        return cached
-    url = settings.CLICKHOUSE_URL
+def _open(url: str):
     try:
         if is_embedded():
             Path(_chdb_path()).mkdir(parents=True, exist_ok=True)
-            opened = clickhouse_connect.get_client(dsn=url, database=settings.CLICKHOUSE_DATABASE)
-        else:
-            opened = clickhouse_connect.get_client(
-                dsn=url,
-                database=settings.CLICKHOUSE_DATABASE,
-                connect_timeout=3,
-                send_receive_timeout=max(10, int(settings.CLICKHOUSE_QUERY_TIMEOUT) + 5),
-                autogenerate_session_id=False,
-            )
+            return clickhouse_connect.get_client(dsn=url, database=settings.CLICKHOUSE_DATABASE)
+        return clickhouse_connect.get_client(
+            dsn=url,
+            database=settings.CLICKHOUSE_DATABASE,
+            connect_timeout=3,
+            send_receive_timeout=max(10, int(settings.CLICKHOUSE_QUERY_TIMEOUT) + 5),
+            autogenerate_session_id=False,
+        )
     except ProgrammingError as error:
         if is_embedded() and ("lock" in str(error).lower() or "EmbeddedServer" in str(error)):
             raise ClickHouseBusy(
@@ -60,9 +59,77 @@ def client():
                 "then start it again with `scripts/service start`"
             ) from error
         raise
-    _local.client = opened
-    _local.url = url
-    return opened
+
+
+class _Pool:
+    """Idle clients of one URL. A call takes one, or opens one when none is idle."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._idle = []
+        self._url = None
+
+    def take(self):
+        url = settings.CLICKHOUSE_URL
+        with self._lock:
+            if url != self._url:
+                stale, self._idle, self._url = self._idle, [], url
+            else:
+                stale = []
+                if self._idle:
+                    return url, self._idle.pop()
+        for old in stale:
+            old.close()
+        return url, _open(url)
+
+    def give_back(self, url: str, opened) -> None:
+        with self._lock:
+            if url == self._url:
+                self._idle.append(opened)
+                return
+        opened.close()
+
+    def forget(self) -> None:
+        """Drop every idle client without closing it: a forked child must not touch its parent's."""
+        self._lock = threading.Lock()
+        self._idle = []
+        self._url = None
+
+    def idle_count(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+
+_pool = _Pool()
+os.register_at_fork(after_in_child=_pool.forget)
+
+
+class PooledClient:
+    """Client whose query, command and insert each run on a client taken from the pool."""
+
+    def _run(self, method: str, args, kwargs):
+        url, opened = _pool.take()
+        try:
+            return getattr(opened, method)(*args, **kwargs)
+        finally:
+            _pool.give_back(url, opened)
+
+    def query(self, *args, **kwargs):
+        return self._run("query", args, kwargs)
+
+    def command(self, *args, **kwargs):
+        return self._run("command", args, kwargs)
+
+    def insert(self, *args, **kwargs):
+        return self._run("insert", args, kwargs)
+
+
+def client() -> PooledClient:
+    """Return the process's ClickHouse client, which opens connections on first use."""
+    return _CLIENT
+
+
+_CLIENT = PooledClient()
 
 
 def table_engine() -> str:
