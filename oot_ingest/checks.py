@@ -2,8 +2,8 @@
 
 Django runs them with manage.py commands such as `check`, `migrate` and
 `runserver`, and an error stops those commands. The warning only prints.
-Gunicorn runs no system checks, so oot_ingest.policy also logs a disabled
-rate limit on the first callback.
+The web server (granian) runs no system checks, so oot_ingest.policy also logs
+a disabled rate limit on the first callback.
 """
 
 from django.conf import settings

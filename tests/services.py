@@ -29,6 +29,26 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def web_server_command(port: int, threads: int = 8) -> list[str]:
+    """Return the command that serves the project on a loopback port as scripts/service does (granian, one worker)."""
+    return [
+        str(ROOT / ".venv" / "bin" / "granian"),
+        "hud.wsgi:application",
+        "--interface",
+        "wsgi",
+        "--http",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--blocking-threads",
+        str(threads),
+    ]
+
+
 def _wait(check, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,7 +1,7 @@
 """Body framing over a real socket: chunked uploads and Content-Length that disagrees with the body.
 
 Django's test client always sends a correct Content-Length, so these run
-against the service under gunicorn, as in production, on a loopback port.
+against the service under granian, as in production, on a loopback port.
 """
 
 import json
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TOKEN, callback_body
-from tests.services import free_port
+from tests.services import free_port, web_server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 2 * 1024 * 1024
@@ -24,15 +24,14 @@ LIMIT = 2 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """Gunicorn serving the project with its own migrated SQLite database and an empty allowlist."""
-    directory = tmp_path_factory.mktemp("gunicorn")
+    """granian serving the project with its own migrated SQLite database and an empty allowlist."""
+    directory = tmp_path_factory.mktemp("server")
     environment = {**os.environ, "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}", "LOG_LEVEL": "WARNING"}
     subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=environment, check=True)
     port = free_port()
-    log = (directory / "gunicorn.log").open("wb")
+    log = (directory / "server.log").open("wb")
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "hud.wsgi:application", "--bind", f"127.0.0.1:{port}"]
-        + ["--workers", "1", "--threads", "2", "--worker-class", "gthread", "--timeout", "30"],
+        web_server_command(port, threads=2),
         cwd=ROOT,
         env=environment,
         stdout=log,
@@ -46,7 +45,7 @@ def server(tmp_path_factory):
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                pytest.fail(f"gunicorn did not start; see {directory / 'gunicorn.log'}")
+                pytest.fail(f"the server did not start; see {directory / 'server.log'}")
             time.sleep(0.2)
     yield port
     process.terminate()
