@@ -10,7 +10,7 @@ import pytest
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.db import connection
 from django.middleware.csrf import CsrfViewMiddleware
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 from redis.connection import AbstractConnection
 
@@ -634,3 +634,30 @@ def test_late_redis_reply_still_limits(client, monkeypatch):
 
     assert response.status_code == 429
     assert stored_item(KEY.replace("98765432100", "2")) is None
+
+
+def _broken_write(*_args, **_kwargs):
+    raise RuntimeError("simulated bug in the write path")
+
+
+def test_unexpected_error_is_500_in_api_shape(monkeypatch, caplog):
+    monkeypatch.setattr(views, "_write", _broken_write)
+    lenient = Client(raise_request_exception=False)
+
+    with caplog.at_level(logging.ERROR, logger="oot_ingest.views"):
+        response = post_callback(lenient, callback_body("in_progress"))
+
+    assert response.status_code == 500
+    assert response.json() == {"ok": False, "error": "internal error; the service logged the details"}
+    assert "simulated bug" not in response.content.decode()
+    assert any("callback failed with an unexpected error" in record.getMessage() for record in caplog.records)
+    assert stored_item(KEY) is None
+
+
+def test_unexpected_error_surfaces_in_test_client(client, monkeypatch):
+    # The test client raises what the view reported, so no test can pass over a 500 unnoticed.
+    monkeypatch.setattr(views, "_write", _broken_write)
+
+    with pytest.raises(RuntimeError, match="simulated bug"):
+        post_callback(client, callback_body("in_progress"))
+    assert stored_item(KEY) is None
