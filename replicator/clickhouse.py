@@ -62,7 +62,7 @@ def _open(url: str):
 
 
 class _Pool:
-    """Idle clients of one URL. A call takes one, or opens one when none is idle."""
+    """Pool of idle clients for the configured URL. A call takes one, or opens one when none is idle."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -70,6 +70,7 @@ class _Pool:
         self._url = None
 
     def take(self):
+        """Return the configured URL and an idle client for it, after closing the idle clients of an older URL."""
         url = settings.CLICKHOUSE_URL
         with self._lock:
             if url != self._url:
@@ -83,6 +84,7 @@ class _Pool:
         return url, _open(url)
 
     def give_back(self, url: str, opened) -> None:
+        """Keep a client for the next call, or close it when the URL has changed since it was taken."""
         with self._lock:
             if url == self._url:
                 self._idle.append(opened)
@@ -105,7 +107,7 @@ os.register_at_fork(after_in_child=_pool.forget)
 
 
 class PooledClient:
-    """Client whose query, command and insert each run on a client taken from the pool."""
+    """Stand-in for a clickhouse-connect client whose query, command and insert each run on a pooled client."""
 
     def _run(self, method: str, args, kwargs):
         url, opened = _pool.take()

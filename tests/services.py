@@ -7,6 +7,7 @@ service on port 8000, var/) is touched.
 """
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
@@ -47,6 +48,38 @@ def web_server_command(port: int, threads: int = 8) -> list[str]:
         "--blocking-threads",
         str(threads),
     ]
+
+
+@contextlib.contextmanager
+def web_server(environment: dict[str, str], log_path: Path, threads: int = 8, extra: tuple[str, ...] = ()):
+    """Serve the project with web_server_command on a free port, yield the port once /healthz responds, then stop it."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            web_server_command(port, threads) + list(extra),
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the web server did not start; see {log_path}") from None
+                    time.sleep(0.2)
+            yield port
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _wait(check, what: str, timeout: float = 60.0) -> None:

@@ -9,14 +9,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TOKEN, callback_body
-from tests.services import free_port, web_server_command
+from tests.services import web_server
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 2 * 1024 * 1024
@@ -28,29 +26,8 @@ def server(tmp_path_factory):
     directory = tmp_path_factory.mktemp("server")
     environment = {**os.environ, "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}", "LOG_LEVEL": "WARNING"}
     subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=environment, check=True)
-    port = free_port()
-    log = (directory / "server.log").open("wb")
-    process = subprocess.Popen(
-        web_server_command(port, threads=2),
-        cwd=ROOT,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the server did not start; see {directory / 'server.log'}")
-            time.sleep(0.2)
-    yield port
-    process.terminate()
-    process.wait(timeout=15)
-    log.close()
+    with web_server(environment, directory / "server.log", threads=2) as port:
+        yield port
 
 
 def exchange(port: int, head: bytes, body_parts: list[bytes]) -> tuple[int, dict]:

@@ -23,7 +23,7 @@ import pytest
 
 from oot_ingest import dynamo
 from tests.conftest import DEMO_ALLOWLIST, TOKEN, callback_body
-from tests.services import free_port, web_server_command
+from tests.services import web_server
 
 ROOT = Path(__file__).resolve().parent.parent
 IDLE_TIMEOUT_SECONDS = 5
@@ -33,6 +33,7 @@ PAGES = ["/oot", "/oot/acme-ai/torch-npu", "/pr/4242", "/api/oot/summary", "/api
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """granian serving the project with stores of its own and the demo allowlist, idle timeout at 5 s."""
     directory = tmp_path_factory.mktemp("idle")
     environment = {
         **os.environ,
@@ -50,29 +51,10 @@ def server(tmp_path_factory):
     manage("migrate", "--verbosity", "0")
     manage("provision", "--skip-clickhouse")
     manage("allowlist", "import", str(DEMO_ALLOWLIST))
-    port = free_port()
     log_path = directory / "server.log"
-    log = log_path.open("wb")
-    command = web_server_command(port, threads=4) + ["--blocking-threads-idle-timeout", str(IDLE_TIMEOUT_SECONDS)]
-    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"the server did not start; see {log_path}")
-            time.sleep(0.2)
-    yield port, log_path
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
+    extra = ("--blocking-threads-idle-timeout", str(IDLE_TIMEOUT_SECONDS))
+    with web_server(environment, log_path, threads=4, extra=extra) as port:
+        yield port, log_path
     dynamo.client().delete_table(TableName=TABLE)
 
 
